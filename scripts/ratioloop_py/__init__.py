@@ -1,0 +1,1 @@
+"""Shared Python code for the ratioloop stage programs (scripts/*.py)."""

@@ -1,0 +1,215 @@
+"""The stage contract (DESIGN §3) on the Python side.
+
+A stage program is `python scripts/<stage>.py --spec <dir>/spec.json`. It reads its spec, writes data
+files into outputDir (resumable state under outputDir/partial/), and writes manifest.json last, by atomic
+rename. Progress goes to stdout as one JSON object per line; free text goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import EXIT_BAD_INPUT, EXIT_RESOURCE, BadInput, ResourceExhausted
+from .io import atomic_write_json, count_jsonl_rows, sha256_path
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def canonical_json(obj: Any) -> str:
+    """Key-sorted, compact JSON; must match canonicalJson in activities/manifests.ts."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """Hash of what determines a stage's result: everything but where it is written."""
+    keyed = {k: v for k, v in spec.items() if k not in ("outputDir", "specHash")}
+    return hashlib.sha256(canonical_json(keyed).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "datasets", "accelerate", "tokenizers", "numpy", "vllm"):
+        try:
+            mod = __import__(name)
+            versions[name] = getattr(mod, "__version__", "unknown")
+        except Exception:
+            pass
+    return versions
+
+
+def device_description() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+        return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    except Exception:
+        return f"cpu ({os.cpu_count()} cores)"
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world() -> tuple[int, int]:
+    """(rank, world_size) under accelerate launch / torchrun; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass
+class Stage:
+    spec: dict[str, Any]
+    spec_path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started_at: str = field(default_factory=_now)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["stage"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec.get("params") or {}
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec.get("seed", 0))
+
+    @property
+    def iteration(self) -> int:
+        return int(self.spec.get("iteration", 0))
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.spec["outputDir"])
+
+    @property
+    def partial_dir(self) -> Path:
+        d = self.output_dir / "partial"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def model_spec(self, name: str) -> dict[str, Any]:
+        """params.models.<name>, with its path replaced by inputs.<name> when the workflow passes one
+        (e.g. iteration k's policy is iteration k-1's trained model)."""
+        spec = dict((self.params.get("models") or {}).get(name) or {})
+        ref = (self.spec.get("inputs") or {}).get(name)
+        if ref is not None:
+            spec["path"] = ref["path"]
+            spec.pop("hub", None)
+        if not spec.get("path") and not spec.get("hub"):
+            raise BadInput(f"params.models.{name}: missing (this stage needs the {name} model)")
+        return spec
+
+    def input_path(self, name: str, required: bool = True) -> Path | None:
+        ref = (self.spec.get("inputs") or {}).get(name)
+        if ref is None:
+            if required:
+                raise BadInput(f"spec.inputs.{name}: missing (this stage needs it)")
+            return None
+        return Path(ref["path"])
+
+    # --- progress protocol (stdout, one JSON object per line; only rank 0 speaks) ---
+    def _emit(self, obj: dict[str, Any]) -> None:
+        if not is_main_process():
+            return
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    def progress(self, done: int, total: int, unit: str) -> None:
+        self._emit({"type": "progress", "done": int(done), "total": int(total), "unit": unit})
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        obj: dict[str, Any] = {"type": "metric", "name": name, "value": value}
+        if step is not None:
+            obj["step"] = step
+        self._emit(obj)
+
+    def log(self, msg: str, level: str = "info") -> None:
+        self._emit({"type": "log", "level": level, "msg": msg})
+
+    def write_manifest(self, outputs: dict[str, str | Path], metrics: dict[str, Any] | None = None,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Hash outputs and write manifest.json last, atomically: its presence means the stage is done.
+
+        `outputs` maps a name (what the next stage calls this input, e.g. "samples") to a file or folder.
+        """
+        out_refs = []
+        for name, o in outputs.items():
+            p = Path(o)
+            if not p.is_absolute():
+                p = self.output_dir / p
+            ref: dict[str, Any] = {"name": name, "path": str(p), "sha256": sha256_path(p)}
+            if p.is_file() and p.suffix == ".jsonl":
+                ref["rows"] = count_jsonl_rows(p)
+            out_refs.append(ref)
+        manifest = {
+            "stage": self.name,
+            "specHash": spec_hash(self.spec),
+            "inputs": self.spec.get("inputs") or {},
+            "outputs": out_refs,
+            "metrics": {**self.metrics, **(metrics or {})},
+            "versions": package_versions(),
+            "device": device_description(),
+            "startedAt": self.started_at,
+            "finishedAt": _now(),
+        }
+        if extra:
+            manifest.update(extra)
+        atomic_write_json(self.output_dir / "manifest.json", manifest)
+        return manifest
+
+
+def load_stage(argv: list[str] | None = None) -> Stage:
+    ap = argparse.ArgumentParser(description="Run one ratioloop stage from its spec.json")
+    ap.add_argument("--spec", required=True, type=Path, help="path to spec.json (DESIGN §3)")
+    args = ap.parse_args(argv)
+    try:
+        spec = json.loads(args.spec.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{args.spec}: spec file not found") from None
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{args.spec}: not valid JSON ({e.msg})") from None
+    for key in ("stage", "outputDir"):
+        if key not in spec:
+            raise BadInput(f"{args.spec}: missing key '{key}'")
+    Path(spec["outputDir"]).mkdir(parents=True, exist_ok=True)
+    return Stage(spec=spec, spec_path=args.spec)
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, (MemoryError, ResourceExhausted)):
+        return True
+    return "out of memory" in str(e).lower() and type(e).__name__ in ("OutOfMemoryError", "RuntimeError")
+
+
+def run_stage(main: Callable[[Stage], None], argv: list[str] | None = None) -> None:
+    """Entry point of every stage program: maps failures onto the exit-code contract."""
+    try:
+        stage = load_stage(argv)
+        main(stage)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException as e:  # noqa: BLE001 - classify, then report
+        if isinstance(e, SystemExit):
+            raise
+        traceback.print_exc()
+        if _is_oom(e):
+            print(f"error: out of memory: {e}", file=sys.stderr)
+            sys.exit(EXIT_RESOURCE)
+        sys.exit(1)
