@@ -1,0 +1,506 @@
+"""Evaluate stage: answers ArenaHard / AlpacaEval 2 / MT-Bench questions with the policy, judges them (API or local
+judge) and scores them as the official tools do. See docs/evaluation.md.
+
+    python scripts/evaluate.py --spec <outputDir>/spec.json
+
+inputs:  policy (model dir, else params.models.policy), baseline (optional model dir), data (optional eval folder)
+outputs: summary (summary.json) + each benchmark's answer and judgment files in its official tool's format.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ratioloop_py.errors import BadInput  # noqa: E402
+from ratioloop_py.evals import alpaca_eval, arena_hard, data, mt_bench  # noqa: E402
+from ratioloop_py.evals.answers import AnswerModel, answer_all  # noqa: E402
+from ratioloop_py.evals.judges import ApiJudge, Judge, JudgeCache, LocalJudge  # noqa: E402
+from ratioloop_py.io import atomic_write_jsonl, atomic_write_text, sha256_file  # noqa: E402
+from ratioloop_py.stage import Stage, run_stage  # noqa: E402
+
+BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
+# The official protocols' judges and baselines: any other judge or data makes a result not leaderboard-comparable.
+OFFICIAL_JUDGE = {"arena_hard": "gpt-4-1106-preview", "alpaca_eval": "gpt-4-1106-preview", "mt_bench": "gpt-4"}
+OFFICIAL_MAX_TOKENS = {"arena_hard": 4096, "alpaca_eval": 1, "mt_bench": 2048}
+
+DEFAULTS: dict[str, Any] = {
+    "benchmarks": list(BENCHMARKS), "limit": None, "max_new_tokens": 256, "batch_size": 8, "backend": "auto",
+    "top_p": 1.0, "bootstrap_rounds": 100, "bootstrap_seed": 42, "model_name": None, "cache_dir": None,
+    "arena_hard": {"questions": None, "baseline_answers": None, "bradley_terry": False, "verdict_parser": "v0.1"},
+    "alpaca_eval": {"instructions": None, "reference_outputs": None, "instruction_difficulty": None,
+                    "judge_temperature": 1.0},
+    "mt_bench": {"questions": None, "reference_answers": None},
+    "judge": {"max_tokens": None, "concurrency": 4, "max_retries": 5, "backoff_s": 1.0, "timeout_s": 120.0,
+              "cache": True, "cache_path": None},
+}
+
+
+def resolve_params(raw: dict[str, Any]) -> dict[str, Any]:
+    p: dict[str, Any] = {}
+    for k, v in DEFAULTS.items():
+        if isinstance(v, dict):
+            sub = raw.get(k) or {}
+            if not isinstance(sub, dict):
+                raise BadInput(f"params.{k}: expected an object")
+            p[k] = {**v, **sub}
+        else:
+            p[k] = raw.get(k, v) if raw.get(k, v) is not None else v
+    benches = p["benchmarks"]
+    if isinstance(benches, str):
+        benches = [benches]
+    for b in benches:
+        if b not in BENCHMARKS:
+            raise BadInput(f"params.benchmarks: unknown benchmark {b!r} (choose from {', '.join(BENCHMARKS)})")
+    p["benchmarks"] = [b for b in BENCHMARKS if b in benches]
+    if p["backend"] not in ("auto", "hf", "vllm"):
+        raise BadInput("params.backend: must be auto, hf or vllm")
+    lim = p["limit"]
+    if lim is not None and not isinstance(lim, (int, dict)):
+        raise BadInput("params.limit: an integer, null, or {benchmark: integer}")
+    for key in ("max_new_tokens", "batch_size"):
+        if not isinstance(p[key], int) or p[key] < 1:
+            raise BadInput(f"params.{key}: must be a positive integer")
+    if p["arena_hard"]["verdict_parser"] not in ("v0.1", "latest"):
+        raise BadInput("params.arena_hard.verdict_parser: v0.1 or latest")
+    return p
+
+
+def limit_of(p: dict[str, Any], bench: str) -> int | None:
+    lim = p["limit"]
+    if isinstance(lim, dict):
+        lim = lim.get(bench)
+    return None if lim is None else int(lim)
+
+
+def _answer_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:22]
+
+
+def _has_model(stage: Stage, name: str) -> bool:
+    return (stage.spec.get("inputs") or {}).get(name) is not None or bool((stage.params.get("models") or {}).get(name))
+
+
+def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    pa, pb = a.get("path") or a.get("hub"), b.get("path") or b.get("hub")
+    same = pa == pb or (a.get("path") and b.get("path") and os.path.realpath(pa) == os.path.realpath(pb))
+    return bool(same) and a.get("template", "chat") == b.get("template", "chat")
+
+
+def _data_ref(path: Path | None, official: bool) -> dict[str, Any] | None:
+    return None if path is None else {"path": str(path), "sha256": sha256_file(path), "official": official}
+
+
+class Evaluation:
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.p = resolve_params(stage.params)
+        self.out = stage.output_dir
+        self.partial = stage.partial_dir
+        self.cache_dir = Path(self.p["cache_dir"]) if self.p["cache_dir"] else data.default_cache_dir()
+        ref = (stage.spec.get("inputs") or {}).get("data")
+        self.data_dir = Path(ref["path"]) if ref else data.MINI_DIR
+        self.policy_spec = stage.model_spec("policy")
+        self.baseline_spec = stage.model_spec("baseline") if _has_model(stage, "baseline") else None
+        self.model_name = self.p["model_name"] or f"ratioloop-iter{stage.iteration}"
+        self.baseline_name = (Path(str(self.baseline_spec.get("path") or self.baseline_spec.get("hub"))).name
+                              if self.baseline_spec else None)
+        if self.baseline_name == self.model_name:
+            self.baseline_name += "-baseline"
+        judge_spec = (stage.params.get("models") or {}).get("judge")
+        if (stage.spec.get("inputs") or {}).get("judge") is not None or (judge_spec and not judge_spec.get("endpoint")):
+            judge_spec = stage.model_spec("judge")
+        if not judge_spec:
+            raise BadInput("params.models.judge: missing (a local model spec or {endpoint: {base_url, model, api_key_env}})")
+        self.judge_spec = judge_spec
+        self.outputs: dict[str, Path] = {}
+        self.summary: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.t0 = time.time()
+
+    # ------------------------------------------------------------------ data
+    def _default(self, rel: str) -> Path | None:
+        p = self.data_dir / rel
+        return p if p.exists() else None
+
+    def load_sets(self) -> dict[str, Any]:
+        p, sets = self.p, {}
+        if "arena_hard" in p["benchmarks"]:
+            a = p["arena_hard"]
+            qpath, qoff = data.resolve(a["questions"], "arena_hard.questions", self.cache_dir,
+                                       self._default("arena_hard/question.jsonl"))
+            if qpath is None:
+                raise BadInput("params.arena_hard.questions: no question file (none in the data folder either)")
+            qs = data.load_arena_questions(qpath)
+            full = len(qs)
+            if limit_of(p, "arena_hard") is not None:
+                qs = qs[:limit_of(p, "arena_hard")]
+            bpath, boff = None, False
+            if a["baseline_answers"] or not self.baseline_spec:
+                bpath, boff = data.resolve(a["baseline_answers"], "arena_hard.baseline_answers", self.cache_dir,
+                                           self._default("arena_hard/baseline_answers.jsonl"))
+                if bpath is None:
+                    raise BadInput("params.arena_hard.baseline_answers: none given and no baseline model "
+                                   "(inputs.baseline / params.models.baseline)")
+            sets["arena_hard"] = {"questions": qs, "q_ref": _data_ref(qpath, qoff), "b_ref": _data_ref(bpath, boff),
+                                  "full": len(qs) == full}
+        if "alpaca_eval" in p["benchmarks"]:
+            a = p["alpaca_eval"]
+            ipath, ioff = data.resolve(a["instructions"], "alpaca_eval.reference_outputs", self.cache_dir,
+                                       self._default("alpaca_eval/instructions.json"))
+            if ipath is None:
+                raise BadInput("params.alpaca_eval.instructions: no instruction file (none in the data folder either)")
+            items = data.load_alpaca(ipath)
+            full = len(items)
+            rpath, roff = None, False
+            if a["reference_outputs"] or not self.baseline_spec:
+                rpath, roff = data.resolve(a["reference_outputs"], "alpaca_eval.reference_outputs", self.cache_dir,
+                                           self._default("alpaca_eval/reference_outputs.json"))
+                if rpath is None and not all("output" in it for it in items):
+                    raise BadInput("params.alpaca_eval.reference_outputs: none given and no baseline model")
+            if limit_of(p, "alpaca_eval") is not None:
+                items = items[:limit_of(p, "alpaca_eval")]
+            diff = None
+            if a["instruction_difficulty"]:
+                dpath = Path(a["instruction_difficulty"])
+                if not dpath.exists():
+                    raise BadInput(f"params.alpaca_eval.instruction_difficulty: {dpath} does not exist")
+                diff = data.load_instruction_difficulty(dpath)[:len(items)]
+                if len(diff) != len(items):
+                    raise BadInput("params.alpaca_eval.instruction_difficulty: fewer rows than instructions")
+            sets["alpaca_eval"] = {"items": items, "i_ref": _data_ref(ipath, ioff), "r_ref": _data_ref(rpath, roff),
+                                   "difficulty": diff, "full": full == data.OFFICIAL_ALPACA_INSTRUCTIONS
+                                   and len(items) == full}
+        if "mt_bench" in p["benchmarks"]:
+            a = p["mt_bench"]
+            qpath, qoff = data.resolve(a["questions"], "mt_bench.questions", self.cache_dir,
+                                       self._default("mt_bench/question.jsonl"))
+            if qpath is None:
+                raise BadInput("params.mt_bench.questions: no question file (none in the data folder either)")
+            qs = data.load_mt_questions(qpath)
+            full = len(qs)
+            rpath, roff = data.resolve(a["reference_answers"], "mt_bench.reference_answers", self.cache_dir,
+                                       self._default("mt_bench/reference_answer.jsonl"))
+            refs = data.load_mt_reference(rpath) if rpath else {}
+            for q in qs:
+                if q["id"] in refs:
+                    q["reference"] = refs[q["id"]]
+            if limit_of(p, "mt_bench") is not None:
+                qs = qs[:limit_of(p, "mt_bench")]
+            sets["mt_bench"] = {"questions": qs, "q_ref": _data_ref(qpath, qoff), "r_ref": _data_ref(rpath, roff),
+                                "full": len(qs) == full}
+        return sets
+
+    # ------------------------------------------------------------------ answers
+    def answer(self, sets: dict[str, Any]) -> dict[str, Any]:
+        """Policy answers for every benchmark, then baseline answers where a baseline model stands in for the
+        official ones. Each model is loaded once, and only when something is left to answer."""
+        p = self.p
+        jobs = []
+        if "arena_hard" in sets:
+            jobs.append(("arena_hard", [{"id": q["id"], "turns": [q["prompt"]], "temperature": 0.0}
+                                        for q in sets["arena_hard"]["questions"]]))
+        if "alpaca_eval" in sets:
+            jobs.append(("alpaca_eval", [{"id": str(i), "turns": [it["instruction"]], "temperature": 0.0}
+                                         for i, it in enumerate(sets["alpaca_eval"]["items"])]))
+        if "mt_bench" in sets:
+            jobs.append(("mt_bench", [{"id": q["id"], "turns": q["turns"],
+                                       "temperature": mt_bench.temperature_of(q["category"])}
+                                      for q in sets["mt_bench"]["questions"]]))
+        total = sum(len(items) for _, items in jobs)
+        baseline_jobs = []
+        if self.baseline_spec:
+            if "arena_hard" in sets and sets["arena_hard"]["b_ref"] is None:
+                baseline_jobs.append(jobs[0])
+            if "alpaca_eval" in sets and sets["alpaca_eval"]["r_ref"] is None:
+                baseline_jobs.append([j for j in jobs if j[0] == "alpaca_eval"][0])
+        reuse = self.baseline_spec is not None and _same_model(self.policy_spec, self.baseline_spec)
+        if not reuse:
+            total += sum(len(items) for _, items in baseline_jobs)
+        results: dict[str, Any] = {"policy": {}, "baseline": {}}
+        state: dict[str, Any] = {"model": None, "done": 0}
+
+        def run(who: str, spec: dict[str, Any], job_list):
+            holder: dict[str, AnswerModel] = {}
+
+            def factory() -> AnswerModel:
+                if "m" not in holder:
+                    self.stage.log(f"loading the {who} model for answers")
+                    holder["m"] = AnswerModel(spec, backend=p["backend"], seed=self.stage.seed,
+                                              max_new_tokens=p["max_new_tokens"], top_p=p["top_p"])
+                return holder["m"]
+
+            for bench, items in job_list:
+                base_done = state["done"]
+                res = answer_all(factory, items, self.partial / f"{who}_answers_{bench}.jsonl",
+                                 batch_size=p["batch_size"], tag=f"{who}:{bench}",
+                                 on_progress=lambda d, _t, b=base_done: self.stage.progress(b + d, total, "answers"))
+                state["done"] = base_done + len(items)
+                results[who][bench] = res
+            if "m" in holder:
+                holder["m"].close()
+
+        run("policy", self.policy_spec, jobs)
+        if baseline_jobs:
+            if reuse:
+                for bench, _ in baseline_jobs:
+                    results["baseline"][bench] = results["policy"][bench]
+            else:
+                run("baseline", self.baseline_spec, baseline_jobs)
+        self.stage.progress(total, total, "answers")
+        self.stage.metric("answer_seconds", round(time.time() - self.t0, 2))
+        return results
+
+    # ------------------------------------------------------------------ judge
+    def make_judge(self) -> Judge:
+        j = self.p["judge"]
+        shared = None
+        if j["cache"]:
+            shared_path = Path(j["cache_path"]) if j["cache_path"] else self.cache_dir / "judge_cache.jsonl"
+            shared = JudgeCache(shared_path)
+        cache = JudgeCache(self.partial / "judge_cache.jsonl", shared=shared)
+        spec = self.judge_spec
+        if spec.get("endpoint"):
+            return ApiJudge(spec["endpoint"], concurrency=j["concurrency"], max_retries=j["max_retries"],
+                            backoff_s=j["backoff_s"], timeout_s=j["timeout_s"], cache=cache)
+        self.stage.log("loading the local judge")
+        return LocalJudge(spec, cache=cache)
+
+    def _comparable(self, bench: str, judge: Judge, official_data: bool, extra: list[str]) -> dict[str, Any]:
+        reasons = list(extra)
+        if judge.identity.get("type") != "api" or judge.name != OFFICIAL_JUDGE[bench]:
+            reasons.append(f"judge is {judge.name}, the leaderboard's is {OFFICIAL_JUDGE[bench]}")
+        if not official_data:
+            reasons.append("questions or baseline/reference answers are not the official, complete set")
+        reasons.append("judge prompts are ratioloop's own wording of the official structure")
+        return {"leaderboard_comparable": not reasons, "not_comparable_because": reasons}
+
+    def max_tokens(self, bench: str) -> int:
+        m = self.p["judge"]["max_tokens"]
+        if isinstance(m, dict):
+            m = m.get(bench)
+        return int(m) if m else OFFICIAL_MAX_TOKENS[bench]
+
+    def run_arena(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
+        qs = s["questions"]
+        pol = ans["policy"]["arena_hard"]
+        if s["b_ref"]:
+            base_answers, bname = data.load_arena_answers(Path(s["b_ref"]["path"]))
+            bname = bname or "baseline"
+            missing = [q["id"] for q in qs if q["id"] not in base_answers]
+            if missing:
+                raise BadInput(f"{s['b_ref']['path']}: no baseline answer for question {missing[0]}")
+        else:
+            bname = self.baseline_name or "baseline"
+            base_answers = {qid: r["turns"][0] for qid, r in ans["baseline"]["arena_hard"].items()}
+        items = [{"id": q["id"], "question": q["prompt"], "answer": pol[q["id"]]["turns"][0],
+                  "baseline": base_answers[q["id"]]} for q in qs]
+        n = 2 * len(items)
+        games = arena_hard.judge_games(judge, items, max_tokens=self.max_tokens("arena_hard"),
+                                       parse_mode=self.p["arena_hard"]["verdict_parser"],
+                                       on_done=lambda k: self.stage.progress(k, n, "arena_hard judgments"))
+        judgments = [{"question_id": it["id"], "model": self.model_name, "judge": judge.name, "games": g}
+                     for it, g in zip(items, games)]
+        d = self.out / "arena_hard"
+        ans_path = d / "model_answer" / f"{self.model_name}.jsonl"
+        atomic_write_jsonl(ans_path, [self._fastchat_answer(q["id"], [pol[q["id"]]["turns"][0]], self.model_name,
+                                                            pol[q["id"]]["n_tokens"]) for q in qs])
+        self.outputs["arena_hard_answers"] = ans_path
+        if not s["b_ref"]:
+            bpath = d / "model_answer" / f"{bname}.jsonl"
+            atomic_write_jsonl(bpath, [self._fastchat_answer(q["id"], [base_answers[q["id"]]], bname) for q in qs])
+            self.outputs["arena_hard_baseline_answers"] = bpath
+        jpath = d / "model_judgment" / _safe(judge.name) / f"{self.model_name}.jsonl"
+        atomic_write_jsonl(jpath, judgments)
+        self.outputs["arena_hard_judgments"] = jpath
+        res = arena_hard.score(judgments, rounds=int(self.p["bootstrap_rounds"]), seed=int(self.p["bootstrap_seed"]),
+                               bradley_terry=bool(self.p["arena_hard"]["bradley_terry"]))
+        official = bool(s["q_ref"]["official"] and s["full"] and s["b_ref"] and s["b_ref"]["official"])
+        res.update(baseline=bname, questions=s["q_ref"], baseline_answers=s["b_ref"],
+                   avg_tokens=_mean([pol[q["id"]]["n_tokens"][0] for q in qs]),
+                   **self._comparable("arena_hard", judge, official, []))
+        self.summary["arena_hard"] = res
+        for k in ("score", "ci_low", "ci_high"):
+            self.metrics[f"arena_hard.{k}"] = res[k]
+        self.metrics["arena_hard.n_invalid_games"] = res["n_invalid_games"]
+
+    def run_alpaca(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
+        items = s["items"]
+        pol = ans["policy"]["alpaca_eval"]
+        if s["r_ref"]:
+            ref_items = data.load_alpaca(Path(s["r_ref"]["path"]))
+            by_instr = {r["instruction"]: r for r in ref_items if "output" in r}
+            refs = []
+            for it in items:
+                r = by_instr.get(it["instruction"]) or (it if "output" in it else None)
+                if r is None:
+                    raise BadInput(f"{s['r_ref']['path']}: no reference output for instruction {it['instruction'][:60]!r}")
+                refs.append((r["output"], r.get("generator") or "reference"))
+        elif "alpaca_eval" in ans["baseline"]:
+            bn = self.baseline_name or "baseline"
+            refs = [(ans["baseline"]["alpaca_eval"][str(i)]["turns"][0], bn) for i in range(len(items))]
+        else:  # instructions file that carries its reference outputs
+            refs = [(it["output"], it.get("generator") or "reference") for it in items]
+        outs = [pol[str(i)]["turns"][0] for i in range(len(items))]
+        judged_items = [{"instruction": it["instruction"], "output": o, "reference": r[0]}
+                        for it, o, r in zip(items, outs, refs)]
+        n = len(items)
+        res_rows = alpaca_eval.judge_items(judge, judged_items, seed=self.stage.seed,
+                                           temperature=float(self.p["alpaca_eval"]["judge_temperature"]),
+                                           on_done=lambda k: self.stage.progress(k, n, "alpaca_eval judgments"))
+        annotator = f"ratioloop_{_safe(judge.name)}"
+        model_outputs = [{"dataset": it.get("dataset", ""), "instruction": it["instruction"], "output": o,
+                          "generator": self.model_name} for it, o in zip(items, outs)]
+        annotations = [{"instruction": it["instruction"], "output_1": r[0], "generator_1": r[1],
+                        "dataset": it.get("dataset", ""), "output_2": o, "generator_2": self.model_name,
+                        "annotator": annotator, "preference": rr["preference"],
+                        "raw_completion": rr["raw_completion"], "swapped": rr["swapped"]}
+                       for it, o, r, rr in zip(items, outs, refs, res_rows)]
+        d = self.out / "alpaca_eval"
+        _write_json(d / "model_outputs.json", model_outputs)
+        _write_json(d / annotator / "annotations.json", annotations)
+        self.outputs["alpaca_eval_outputs"] = d / "model_outputs.json"
+        self.outputs["alpaca_eval_annotations"] = d / annotator / "annotations.json"
+        if not s["r_ref"] and "alpaca_eval" in ans["baseline"]:
+            _write_json(d / "reference_outputs.json", [{"dataset": it.get("dataset", ""), "instruction": it["instruction"],
+                                                        "output": r[0], "generator": r[1]} for it, r in zip(items, refs)])
+            self.outputs["alpaca_eval_reference_outputs"] = d / "reference_outputs.json"
+        prefs = [rr["preference"] for rr in res_rows]
+        res = alpaca_eval.win_rate(prefs, [len(o) for o in outs])
+        lc = alpaca_eval.length_controlled(prefs, [len(r[0]) for r in refs], [len(o) for o in outs],
+                                           s["difficulty"])
+        res["length_controlled_winrate"] = lc["lc_win_rate"]
+        res["glm"] = lc
+        extra = [] if s["difficulty"] is not None else ["LC GLM fitted without instruction difficulties"]
+        extra.append("LC GLM without the gamed-baseline regularization (df_gamed.csv)")
+        official = bool(s["i_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
+        res.update(instructions=s["i_ref"], reference_outputs=s["r_ref"],
+                   **self._comparable("alpaca_eval", judge, official, extra))
+        self.summary["alpaca_eval"] = res
+        _write_leaderboard(d / "leaderboard.csv", self.model_name, res)
+        self.outputs["alpaca_eval_leaderboard"] = d / "leaderboard.csv"
+        self.metrics.update({"alpaca_eval.win_rate": res["win_rate"], "alpaca_eval.se": res["standard_error"],
+                             "alpaca_eval.lc_win_rate": res["length_controlled_winrate"],
+                             "alpaca_eval.discrete_win_rate": res["discrete_win_rate"],
+                             "alpaca_eval.n_invalid": res["n_invalid"]})
+
+    def run_mt(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
+        qs = s["questions"]
+        pol = ans["policy"]["mt_bench"]
+        items = [{"id": q["id"], "category": q["category"], "turns": q["turns"], "answers": pol[q["id"]]["turns"],
+                  "reference": q.get("reference")} for q in qs]
+        n = sum(min(len(q["turns"]), len(pol[q["id"]]["turns"])) for q in qs)
+        rows = mt_bench.judge_turns(judge, items, max_tokens=self.max_tokens("mt_bench"),
+                                    on_done=lambda k: self.stage.progress(k, n, "mt_bench judgments"))
+        d = self.out / "mt_bench"
+        ans_path = d / "model_answer" / f"{self.model_name}.jsonl"
+        atomic_write_jsonl(ans_path, [self._fastchat_answer(q["id"], pol[q["id"]]["turns"], self.model_name,
+                                                            pol[q["id"]]["n_tokens"]) for q in qs])
+        judgments = []
+        for r in rows:
+            row = {"question_id": _maybe_int(r["id"]), "model": self.model_name, "judge": [judge.name, r["prompt_name"]],
+                   "user_prompt": r["user_prompt"], "judgment": r["judgment"], "score": r["score"], "turn": r["turn"]}
+            if "probs" in r:
+                row["probs"] = r["probs"]
+            judgments.append(row)
+        jpath = d / "model_judgment" / f"{_safe(judge.name)}_single.jsonl"
+        atomic_write_jsonl(jpath, judgments)
+        self.outputs["mt_bench_answers"] = ans_path
+        self.outputs["mt_bench_judgments"] = jpath
+        res = mt_bench.summarize(rows, {q["id"]: q["category"] for q in qs})
+        official = bool(s["q_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
+        extra = ["local judge scores are expected ratings over 1..10"] if judge.identity.get("type") == "local" else []
+        res.update(questions=s["q_ref"], reference_answers=s["r_ref"],
+                   **self._comparable("mt_bench", judge, official, extra))
+        self.summary["mt_bench"] = res
+        self.metrics["mt_bench.score"] = res["score"]
+        for t, v in res["per_turn"].items():
+            self.metrics[f"mt_bench.turn{t}"] = v
+        self.metrics["mt_bench.n_excluded"] = res["n_excluded"]
+
+    def _fastchat_answer(self, qid: str, turns: list[str], model: str, n_tokens: list[int] | None = None) -> dict:
+        choice: dict[str, Any] = {"index": 0, "turns": turns}
+        row = {"question_id": _maybe_int(qid), "answer_id": _answer_id(model, qid, *turns), "model_id": model,
+               "choices": [choice]}
+        if n_tokens is not None:
+            row["conv_metadata"] = {"token_len": int(sum(n_tokens))}
+        return row
+
+    def run(self) -> None:
+        sets = self.load_sets()
+        answers = self.answer(sets)
+        judge = self.make_judge()
+        t_judge = time.time()
+        try:
+            if "arena_hard" in sets:
+                self.run_arena(judge, sets["arena_hard"], answers)
+            if "alpaca_eval" in sets:
+                self.run_alpaca(judge, sets["alpaca_eval"], answers)
+            if "mt_bench" in sets:
+                self.run_mt(judge, sets["mt_bench"], answers)
+        finally:
+            if getattr(judge, "cache", None) is not None:
+                judge.cache.close()
+        self.stage.metric("judge_seconds", round(time.time() - t_judge, 2))
+        summary = {
+            "model": self.model_name,
+            "policy": {k: self.policy_spec.get(k) for k in ("path", "hub", "template") if self.policy_spec.get(k)},
+            "baseline_model": self.baseline_name,
+            "judge": judge.identity,
+            "generation": {"max_new_tokens": self.p["max_new_tokens"], "backend": self.p["backend"],
+                           "seed": self.stage.seed},
+            "benchmarks": self.summary,
+            "leaderboard_comparable": all(b["leaderboard_comparable"] for b in self.summary.values()),
+        }
+        _write_json(self.out / "summary.json", summary)
+        self.outputs = {"summary": self.out / "summary.json", **self.outputs}
+        for k, v in self.metrics.items():
+            if v is not None:
+                self.stage.metric(k, v)
+        self.stage.write_manifest(outputs=self.outputs, metrics=self.metrics)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _maybe_int(x: str) -> Any:
+    return int(x) if isinstance(x, str) and x.isdigit() else x
+
+
+def _mean(xs: list[float]) -> float | None:
+    return float(sum(xs) / len(xs)) if xs else None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_leaderboard(path: Path, name: str, res: dict[str, Any]) -> None:
+    """One row in the column layout of alpaca_eval's leaderboard csv."""
+    cols = ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "discrete_win_rate",
+            "mode", "avg_length", "length_controlled_winrate", "lc_standard_error"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([""] + cols)
+    w.writerow([name] + ["" if res.get(c) is None else res.get(c, "") for c in cols])
+    atomic_write_text(path, buf.getvalue())
+
+
+def main(stage: Stage) -> None:
+    from ratioloop_py.models import setup_threads
+
+    setup_threads()
+    Evaluation(stage).run()
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,128 @@
+"""Answers to benchmark questions from a model spec, batched and cached per question id in a partial shard.
+
+Batches are planned from the full, ordered question list (not from what is left), and each batch is seeded from
+its own key, so a resumed run reproduces exactly the text an uninterrupted run would have written.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+from ..io import JsonlAppender, read_partial_jsonl
+
+
+class AnswerModel:
+    """A policy or baseline model behind one generate() call; HF by default, vLLM when asked (or auto + present)."""
+
+    def __init__(self, spec: dict[str, Any], *, backend: str = "auto", seed: int = 0, max_new_tokens: int = 256,
+                 top_p: float = 1.0):
+        from .. import generate as gen
+        from ..models import load_tokenizer
+
+        self.spec = spec
+        self.seed = int(seed)
+        self.max_new_tokens = int(max_new_tokens)
+        self.top_p = float(top_p)
+        self.template = spec.get("template", "chat")
+        self.tok = load_tokenizer(spec)
+        use_vllm = backend == "vllm"
+        if backend == "auto" and hasattr(gen, "vllm_importable") and gen.vllm_importable():
+            import torch
+
+            use_vllm = torch.cuda.is_available()
+        self.backend = "vllm" if use_vllm else "hf"
+        self.model = None
+        self.llm = None
+        if self.backend == "vllm":
+            self.llm = gen.load_vllm(spec, seed=self.seed)
+        else:
+            from ..models import load_model
+
+            self.model = load_model(spec)
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        from ..models import render_prompt
+
+        return render_prompt(self.tok, messages, self.template)
+
+    def generate(self, messages_list: list[list[dict[str, str]]], *, temperature: float, key: str) -> list[dict]:
+        from .. import generate as gen
+
+        prompts = [self.render(m) for m in messages_list]
+        if self.backend == "vllm":
+            from ..models import encode
+
+            seeds = [gen.batch_seed(self.seed, f"{key}:{i}") for i in range(len(prompts))]
+            return gen.generate_vllm(self.llm, self.tok, [encode(self.tok, p) for p in prompts],
+                                     max_new_tokens=self.max_new_tokens, temperature=temperature,
+                                     top_p=self.top_p, seeds=seeds)
+        return gen.generate_batch(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
+                                  temperature=temperature, top_p=self.top_p, seed=self.seed, key=key)
+
+    def close(self) -> None:
+        self.model = None
+        self.llm = None
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
+
+
+def plan_batches(items: list[dict[str, Any]], batch_size: int) -> list[list[dict[str, Any]]]:
+    """Fixed batches: grouped by temperature (MT-Bench categories differ), in question order within a group."""
+    groups: dict[float, list[dict[str, Any]]] = {}
+    for it in items:
+        groups.setdefault(float(it.get("temperature", 0.0)), []).append(it)
+    batches = []
+    for temp in sorted(groups):
+        g = groups[temp]
+        batches.extend(g[i:i + batch_size] for i in range(0, len(g), batch_size))
+    return batches
+
+
+def answer_all(model_factory: Callable[[], AnswerModel], items: list[dict[str, Any]], partial: Path, *,
+               batch_size: int, tag: str, on_progress: Callable[[int, int], None] | None = None,
+               ) -> dict[str, dict[str, Any]]:
+    """Answer every item {id, turns: [user texts], temperature}; rows {id, turns, finish_reasons, n_tokens}.
+
+    Multi-turn items are answered turn by turn, each turn seeing the model's own earlier answers. The factory is
+    only called when something is left to answer; the caller owns (and closes) the model.
+    """
+    done = {str(r["id"]): r for r in read_partial_jsonl(partial) if "id" in r}
+    batches = plan_batches(items, max(1, int(batch_size)))
+    total = len(items)
+    model: AnswerModel | None = None
+    with JsonlAppender(partial) as app:
+        for b in batches:
+            if all(it["id"] in done for it in b):
+                continue
+            if model is None:
+                model = model_factory()
+            key = tag + ":" + hashlib.sha256("\x1f".join(it["id"] for it in b).encode()).hexdigest()[:16]
+            n_turns = max(len(it["turns"]) for it in b)
+            convs: list[list[dict[str, str]]] = [[] for _ in b]
+            outs: list[list[dict[str, Any]]] = [[] for _ in b]
+            for t in range(n_turns):
+                idx = [i for i, it in enumerate(b) if t < len(it["turns"])]
+                for i in idx:
+                    convs[i].append({"role": "user", "content": b[i]["turns"][t]})
+                res = model.generate([convs[i] for i in idx], temperature=float(b[idx[0]].get("temperature", 0.0)),
+                                     key=f"{key}:t{t}")
+                for i, r in zip(idx, res):
+                    convs[i].append({"role": "assistant", "content": r["text"]})
+                    outs[i].append(r)
+            rows = [{"id": it["id"], "turns": [r["text"] for r in o], "finish_reasons": [r["finish_reason"] for r in o],
+                     "n_tokens": [r["n_tokens"] for r in o]} for it, o in zip(b, outs)]
+            app.write_batch(rows)
+            for r in rows:
+                done[r["id"]] = r
+            if on_progress:
+                on_progress(sum(1 for it in items if it["id"] in done), total)
+    return {it["id"]: done[it["id"]] for it in items}
