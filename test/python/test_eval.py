@@ -359,19 +359,19 @@ def test_verify_eval_synthetic(tmp_path, capsys):
     x = np.array(prefs) * 100 - 100
     lb = tmp_path / "lb.csv"
     lb.write_text(",win_rate,standard_error,n_wins,n_wins_base,n_draws,n_total,discrete_win_rate,avg_length\n"
-                  f"mymodel,{x.mean()!r},{x.std(ddof=1) / math.sqrt(5)!r},3,1,1,5,70.0,22\n")
+                  f"mymodel,{x.mean()!r},{x.std(ddof=1) / math.sqrt(5)!r},2,2,1,5,50.0,22\n")
     jp = tmp_path / "judgments.jsonl"
     jp.write_text("\n".join(json.dumps({"question_id": k, "model": "mymodel", "judge": "j",
                                         "games": [{"score": "B>A"}, {"score": g2}]})
                             for k, g2 in enumerate(["A>B", "A>>B", "B>A"])) + "\n")
     alb = tmp_path / "arena.csv"
-    alb.write_text("model,score,rating_q025,rating_q975,CI,avg_tokens,date\nmymodel,70.0,0,0,\"(-1, +1)\",10,2024\n")
+    alb.write_text("model,score,rating_q025,rating_q975,CI,avg_tokens,date\nmymodel,87.5,0,0,\"(-1, +1)\",10,2024\n")
     assert verify_eval.main(["--alpaca-annotations", str(ap), "--alpaca-leaderboard", str(lb),
                              "--arena-judgments", str(jp), "--arena-leaderboard", str(alb)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mismatches"] == [] and out["alpaca_eval"][0]["comparison"]["win_rate"]["diff"] == pytest.approx(0)
-    # battles: game1 B>A (model) ×3 rows; game2 A>B, A>>B (model, 1+3), B>A (baseline) → 7 of 10
-    assert out["arena_hard"][0]["score"] == pytest.approx(70.0)
+    # battles: game 1 B>A = model wins (3 rows); game 2 (model is A): A>B 1 + A>>B 3 model wins, B>A 1 loss → 7/8
+    assert out["arena_hard"][0]["score"] == pytest.approx(87.5)
     lb.write_text(lb.read_text().replace(",22\n", ",23\n"))
     assert verify_eval.main(["--alpaca-annotations", str(ap), "--alpaca-leaderboard", str(lb)]) == 1
     assert "mymodel: avg_length" in json.loads(capsys.readouterr().out)["mismatches"]
