@@ -359,7 +359,7 @@ def test_verify_eval_synthetic(tmp_path, capsys):
     x = np.array(prefs) * 100 - 100
     lb = tmp_path / "lb.csv"
     lb.write_text(",win_rate,standard_error,n_wins,n_wins_base,n_draws,n_total,discrete_win_rate,avg_length\n"
-                  f"mymodel,{x.mean()!r},{x.std(ddof=1) / math.sqrt(5)!r},2,2,1,5,50.0,22\n")
+                  f"mymodel,{float(x.mean())!r},{float(x.std(ddof=1)) / math.sqrt(5)!r},2,2,1,5,50.0,22\n")
     jp = tmp_path / "judgments.jsonl"
     jp.write_text("\n".join(json.dumps({"question_id": k, "model": "mymodel", "judge": "j",
                                         "games": [{"score": "B>A"}, {"score": g2}]})
