@@ -1,0 +1,152 @@
+"""The guidance library (configs/guidance/*.yaml) and how guidance enters both models' context.
+
+Each YAML file describes one domain:
+
+    domain: SAFETY            # SAFETY | REASONING | CHAT
+    mode: both                # none | system | exemplar | both
+    system: ""                # system prompt; the empty string still adds an (empty) system turn
+    exemplars:
+      - id: weapons-refusal
+        criterion: One sentence saying what a good answer does.
+        user: the example request
+        good: the good answer
+        bad: the bad answer
+        explanation: why the good one is better
+      - id: raw-block
+        text: "... a pre-written block that ends with 'User:' ..."
+
+As in the paper (arXiv 2411.02481), a guided prompt gets an (empty) system turn, and its last user turn becomes
+    <exemplar block ending in "User: "> + query + "\\nGood Assistant:"
+so that both the strong and the weak model score the response as the "good assistant" of a worked example.
+The exemplar is drawn from the domain's pool by a hash of (run seed, prompt id): reproducible, and recorded
+as guidance_id. The paper drew it unseeded.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+
+LABELS = ("CHAT", "SAFETY", "REASONING")
+MODES = ("none", "system", "exemplar", "both")
+QUERY_SUFFIX = "\nGood Assistant:"
+
+
+@dataclass
+class Exemplar:
+    id: str
+    text: str  # the rendered block, ending with "User: "
+
+
+@dataclass
+class Domain:
+    label: str
+    mode: str = "none"
+    system: str | None = None
+    exemplars: list[Exemplar] = field(default_factory=list)
+    source: str = ""
+
+
+def render_exemplar(ex: dict[str, Any]) -> str:
+    """criterion, then User / Good Assistant / Bad Assistant / Explanation, ending with "User: "."""
+    if "text" in ex:
+        text = str(ex["text"])
+        return text if text.endswith(" ") or text.endswith("\n") else text + " "
+    return (f"{ex['criterion'].strip()}\n\n"
+            f"User: {ex['user'].strip()}\n"
+            f"Good Assistant: {ex['good'].strip()}\n"
+            f"Bad Assistant: {ex['bad'].strip()}\n"
+            f"Explanation: {ex['explanation'].strip()}\n\n"
+            f"User: ")
+
+
+def _parse_domain(path: Path) -> Domain:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise BadInput(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a mapping with domain, mode, system, exemplars")
+    label = str(data.get("domain", "")).upper()
+    if label not in LABELS:
+        raise BadInput(f"{path}: domain must be one of {', '.join(LABELS)}, got {data.get('domain')!r}")
+    mode = str(data.get("mode", "none"))
+    if mode not in MODES:
+        raise BadInput(f"{path}: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    system = data.get("system")
+    if system is not None and not isinstance(system, str):
+        raise BadInput(f"{path}: system must be a string (empty allowed)")
+    exemplars = []
+    seen = set()
+    for k, ex in enumerate(data.get("exemplars") or []):
+        where = f"{path}: exemplars[{k}]"
+        if not isinstance(ex, dict) or not ex.get("id"):
+            raise BadInput(f"{where}: needs an id")
+        if "text" not in ex:
+            missing = [f for f in ("criterion", "user", "good", "bad", "explanation") if not ex.get(f)]
+            if missing:
+                raise BadInput(f"{where} ({ex['id']}): missing {', '.join(missing)}")
+        if ex["id"] in seen:
+            raise BadInput(f"{where}: duplicate id {ex['id']!r}")
+        seen.add(ex["id"])
+        exemplars.append(Exemplar(id=str(ex["id"]), text=render_exemplar(ex)))
+    if mode in ("exemplar", "both") and not exemplars:
+        raise BadInput(f"{path}: mode {mode} needs at least one exemplar")
+    if mode in ("system", "both") and system is None:
+        system = ""
+    return Domain(label=label, mode=mode, system=system, exemplars=exemplars, source=str(path))
+
+
+def load_library(folder: str | Path | None) -> dict[str, Domain]:
+    """All *.yaml/*.yml files of a folder, keyed by domain label. A domain without a file is unguided."""
+    lib: dict[str, Domain] = {}
+    if folder is None:
+        return lib
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInput(f"guidance folder {folder} does not exist")
+    for path in sorted(list(folder.glob("*.yaml")) + list(folder.glob("*.yml"))):
+        dom = _parse_domain(path)
+        if dom.label in lib:
+            raise BadInput(f"{path}: domain {dom.label} is already defined in {lib[dom.label].source}")
+        lib[dom.label] = dom
+    return lib
+
+
+def pick_index(seed: int, prompt_id: str, label: str, n: int) -> int:
+    h = hashlib.sha256(f"{seed}\x00{label}\x00{prompt_id}".encode()).digest()
+    return int.from_bytes(h[:8], "little") % n
+
+
+def apply_guidance(library: dict[str, Domain], label: str, messages: list[dict[str, str]], *, seed: int,
+                   prompt_id: str, enabled: bool = True) -> tuple[list[dict[str, str]], str | None]:
+    """(messages to render for both models, guidance_id or None when unguided)."""
+    dom = library.get(label)
+    if not enabled or dom is None or dom.mode == "none":
+        return messages, None
+    msgs = copy.deepcopy(messages)
+    gid_parts = []
+    if dom.mode in ("exemplar", "both"):
+        ex = dom.exemplars[pick_index(seed, prompt_id, label, len(dom.exemplars))]
+        last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=None)
+        if last_user is None:
+            raise BadInput(f"prompt {prompt_id}: no user turn to attach guidance to")
+        msgs[last_user]["content"] = ex.text + msgs[last_user]["content"] + QUERY_SUFFIX
+        gid_parts.append(ex.id)
+    if dom.mode in ("system", "both"):
+        sys_text = dom.system or ""
+        if msgs and msgs[0].get("role") == "system":
+            # Keep the prompt's own system message; the domain's text (if any) goes before it.
+            if sys_text:
+                msgs[0]["content"] = sys_text + "\n\n" + msgs[0]["content"]
+        else:
+            msgs.insert(0, {"role": "system", "content": sys_text})
+        if not gid_parts:
+            gid_parts.append("system")
+    return msgs, f"{label}/{gid_parts[0]}"

@@ -1,0 +1,421 @@
+"""Score stage: the guided density-ratio reward of every (prompt, response) in the samples.
+
+reward = Σ over the response tokens of log p_strong − log p_weak (arXiv 2411.02481), where the response tokens
+run from after the rendered generation prompt up to and including the end-of-turn token. Prompts are routed to
+CHAT / SAFETY / REASONING; guided domains put their guidance into both models' context.
+
+inputs:  samples (samples.jsonl), guidance (folder, default configs/guidance), optional strong/weak/router
+         (model dirs overriding params.models.*), optional routes (an earlier routes.jsonl to reuse labels).
+outputs: scores (scores.jsonl, one row per sample row, same order), routes (routes.jsonl).
+Resumable: finished groups of prompts are appended to outputDir/partial/ per rank; a retry skips them.
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ratioloop_py.errors import BadInput  # noqa: E402
+from ratioloop_py.guidance import LABELS, apply_guidance, load_library  # noqa: E402
+from ratioloop_py.io import JsonlAppender, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
+from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label  # noqa: E402
+from ratioloop_py.stage import Stage, run_stage, world  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_GUIDANCE = ROOT / "configs" / "guidance"
+
+DEFAULTS: dict[str, Any] = {
+    "reward": "sum",
+    "max_prompt_tokens": 2048,
+    "max_response_tokens": 2048,
+    "batch_size": 8,
+    "max_batch_tokens": 8192,
+    "backend": "auto",
+    "router": {"kind": "llm", "label": "CHAT", "max_new_tokens": 16},
+    "guidance": {"enabled": True},
+}
+
+
+def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The score section with defaults applied and checked (the TS schema mirrors these keys)."""
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    p["router"] = {**DEFAULTS["router"], **(params.get("router") or {})}
+    p["guidance"] = {**DEFAULTS["guidance"], **(params.get("guidance") or {})}
+    if p["reward"] not in ("sum", "mean"):
+        raise BadInput(f"params.reward must be 'sum' or 'mean', got {p['reward']!r}")
+    for key in ("max_prompt_tokens", "max_response_tokens", "batch_size", "max_batch_tokens"):
+        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
+            raise BadInput(f"params.{key} must be a positive integer, got {p[key]!r}")
+    if p["backend"] not in ("auto", "hf", "vllm"):
+        raise BadInput(f"params.backend must be auto, hf or vllm, got {p['backend']!r}")
+    kind = p["router"]["kind"]
+    if kind not in ("llm", "field", "fixed"):
+        raise BadInput(f"params.router.kind must be llm, field or fixed, got {kind!r}")
+    if kind == "fixed":
+        lab = normalize_label(p["router"].get("label"))
+        if lab is None:
+            raise BadInput(f"params.router.label must be one of {', '.join(LABELS)}")
+        p["router"]["label"] = lab
+    return p
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for lineno, row in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        pid = row.get("prompt_id")
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            raise BadInput(f"{where}: prompt_id missing or not a string")
+        pid = str(pid)
+        if pid in seen:
+            raise BadInput(f"{where}: duplicate prompt_id {pid!r} (first at line {seen[pid]})")
+        seen[pid] = lineno
+        msgs = row.get("messages")
+        if (not isinstance(msgs, list) or not msgs
+                or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                           for m in msgs)):
+            raise BadInput(f"{where}: messages must be a non-empty list of {{role, content}} strings")
+        resps = row.get("responses")
+        if not isinstance(resps, list) or not all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in resps):
+            raise BadInput(f"{where}: responses must be a list of objects with a string 'text'")
+        rows.append({"prompt_id": pid, "messages": msgs, "domain": row.get("domain"),
+                     "texts": [r["text"] for r in resps]})
+    return rows
+
+
+def shard_name(rank: int, world_size: int) -> str:
+    return f"rank{rank}-of{world_size}"
+
+
+def make_groups(indices: list[int], rows: list[dict[str, Any]], batch_size: int) -> list[list[int]]:
+    """Consecutive prompts in length order, about batch_size distinct responses per group.
+
+    Groups depend only on the input, never on what a previous try finished, so a resumed run batches (and
+    therefore rounds) exactly like an uninterrupted one."""
+    def size(i: int) -> int:
+        r = rows[i]
+        return sum(len(m["content"]) for m in r["messages"]) + max((len(t) for t in r["texts"]), default=0)
+
+    order = sorted(indices, key=lambda i: (-size(i), i))
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    n = 0
+    for i in order:
+        cur.append(i)
+        n += len(set(rows[i]["texts"]))
+        if n >= batch_size:
+            groups.append(cur)
+            cur, n = [], 0
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+class Routing:
+    """Labels per prompt: from a cache (earlier routes file / partial), else the configured router."""
+
+    def __init__(self, stage: Stage, p: dict[str, Any], partial: Path, get_models):
+        self.kind = p["router"]["kind"]
+        self.p = p
+        self.stage = stage
+        self.partial = partial
+        self.get_models = get_models
+        self.routes: dict[str, dict[str, Any]] = {}
+        prev = stage.input_path("routes", required=False)
+        if prev is not None:
+            for _, r in read_jsonl(prev):
+                lab = normalize_label(r.get("label"))
+                if lab and r.get("prompt_id") is not None:
+                    self.routes[str(r["prompt_id"])] = {"prompt_id": str(r["prompt_id"]), "label": lab, "how": "cache"}
+        for f in sorted(partial.glob("routes.*.jsonl")):
+            for r in read_partial_jsonl(f):
+                self.routes[r["prompt_id"]] = r
+
+    def route_all(self, rows: list[dict[str, Any]], indices: list[int], rank: int, world_size: int) -> None:
+        todo = [i for i in indices if rows[i]["prompt_id"] not in self.routes]
+        if not todo:
+            return
+        with JsonlAppender(self.partial / f"routes.{shard_name(rank, world_size)}.jsonl") as out:
+            if self.kind == "fixed":
+                new = [{"prompt_id": rows[i]["prompt_id"], "label": self.p["router"]["label"], "how": "fixed"}
+                       for i in todo]
+                out.write_batch(new)
+            elif self.kind == "field":
+                new = []
+                for i in todo:
+                    lab = normalize_label(rows[i]["domain"])
+                    new.append({"prompt_id": rows[i]["prompt_id"], "label": lab or "CHAT",
+                                "how": "field" if lab else "field-missing"})
+                out.write_batch(new)
+            else:
+                new = self._route_llm(rows, todo, out)
+        for r in new:
+            self.routes[r["prompt_id"]] = r
+
+    def _route_llm(self, rows, todo, out) -> list[dict[str, Any]]:
+        spec = (self.p.get("models") or {}).get("router") or {}
+        new: list[dict[str, Any]] = []
+        if spec.get("endpoint"):
+            router = EndpointRouter(spec["endpoint"], max_new_tokens=int(self.p["router"].get("max_new_tokens") or 16))
+            for k, i in enumerate(todo):
+                label, how = router.route(rows[i]["messages"])
+                r = {"prompt_id": rows[i]["prompt_id"], "label": label, "how": how}
+                out.write_batch([r])
+                new.append(r)
+                self.stage.progress(k + 1, len(todo), "routed")
+            return new
+        local = LocalRouter(self.get_models()["router"], batch_size=self.p["batch_size"],
+                            max_prompt_tokens=self.p["max_prompt_tokens"])
+        step = max(1, self.p["batch_size"])
+        for a in range(0, len(todo), step):
+            chunk = todo[a: a + step]
+            batch = []
+            for i, (label, how, lps) in zip(chunk, local.route_many([rows[i]["messages"] for i in chunk])):
+                if not all(math.isfinite(v) for v in lps.values()):
+                    label, how = "CHAT", "llm-nonfinite"
+                batch.append({"prompt_id": rows[i]["prompt_id"], "label": label, "how": how})
+            out.write_batch(batch)
+            new.extend(batch)
+            self.stage.progress(min(a + step, len(todo)), len(todo), "routed")
+        return new
+
+
+def finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def build_row(pid: str, label: str, gid: str | None, texts: list[str], strong: dict[str, Any],
+              weak: dict[str, Any], reward_kind: str) -> dict[str, Any]:
+    """One scores row. strong/weak map text → (sum, n_tokens, prompt_truncated, response_truncated)."""
+    rewards, mean_rewards, s_lp, w_lp, n_tok, w_n, errors = [], [], [], [], [], [], []
+    for k, t in enumerate(texts):
+        s_sum, s_n = strong[t][0], strong[t][1]
+        w_sum, w_n_k = weak[t][0], weak[t][1]
+        n_tok.append(s_n)
+        w_n.append(w_n_k)
+        s_lp.append(s_sum if finite(s_sum) else None)
+        w_lp.append(w_sum if finite(w_sum) else None)
+        if finite(s_sum) and finite(w_sum) and s_n > 0 and w_n_k > 0:
+            total = s_sum - w_sum
+            mean = s_sum / s_n - w_sum / w_n_k
+            rewards.append(total if reward_kind == "sum" else mean)
+            mean_rewards.append(mean)
+        else:
+            bad = [f"{name} log-prob is {v}" for name, v in (("strong", s_sum), ("weak", w_sum)) if not finite(v)]
+            errors.append({"index": k, "error": "; ".join(bad) or "no response tokens"})
+            rewards.append(None)
+            mean_rewards.append(None)
+    row: dict[str, Any] = {"prompt_id": pid, "domain": label, "guidance_id": gid, "rewards": rewards,
+                           "strong_logp": s_lp, "weak_logp": w_lp, "n_tokens": n_tok, "mean_rewards": mean_rewards}
+    if w_n != n_tok:
+        row["weak_n_tokens"] = w_n  # per-model tokenizers: token counts differ between the two models
+    if errors:
+        row["errors"] = errors
+    return row
+
+
+def main(stage: Stage) -> None:
+    from ratioloop_py.models import setup_threads
+
+    setup_threads()
+    p = resolve_params(stage.params)
+    rows = read_samples(stage.input_path("samples"))
+    guidance_dir = stage.input_path("guidance", required=False) or DEFAULT_GUIDANCE
+    library = load_library(guidance_dir)
+    rank, world_size = world()
+    partial = stage.partial_dir
+    mine = [i for i in range(len(rows)) if i % world_size == rank]
+
+    done: dict[str, dict[str, Any]] = {}
+    for f in sorted(partial.glob("scores.*.jsonl")):
+        for r in read_partial_jsonl(f):
+            done.setdefault(r["prompt_id"], r)
+
+    models: dict[str, Any] = {}
+
+    def get_models():
+        if not models:
+            models.update(load_models(stage, p, rank))
+        return models
+
+    routing = Routing(stage, p, partial, get_models)
+    routing.route_all(rows, mine, rank, world_size)
+
+    todo_groups = [g for g in make_groups(mine, rows, p["batch_size"])
+                   if any(rows[i]["prompt_id"] not in done for i in g)]
+    total = sum(len(rows[i]["texts"]) for i in mine)
+    finished = sum(len(rows[i]["texts"]) for i in mine if rows[i]["prompt_id"] in done)
+    t0 = time.perf_counter()
+    scored_tokens = 0
+    if todo_groups:
+        m = get_models()
+        scorers = make_scorers(m, p)
+        stage.progress(finished, total, "responses")
+        with JsonlAppender(partial / f"scores.{shard_name(rank, world_size)}.jsonl") as out:
+            for g in todo_groups:
+                g = [i for i in g if rows[i]["prompt_id"] not in done]
+                out_rows = score_group(rows, g, routing.routes, library, p, stage.seed, scorers)
+                out.write_batch(out_rows)
+                for r in out_rows:
+                    done[r["prompt_id"]] = r
+                    scored_tokens += sum(r["n_tokens"]) + sum(r.get("weak_n_tokens", r["n_tokens"]))
+                finished += sum(len(rows[i]["texts"]) for i in g)
+                stage.progress(finished, total, "responses")
+    elapsed = time.perf_counter() - t0
+
+    (partial / f"done.{shard_name(rank, world_size)}").write_text("ok\n")
+    if rank != 0:
+        return
+    wait_for_ranks(partial, world_size)
+    for f in sorted(partial.glob("scores.*.jsonl")):
+        for r in read_partial_jsonl(f):
+            done.setdefault(r["prompt_id"], r)
+    for f in sorted(partial.glob("routes.*.jsonl")):
+        for r in read_partial_jsonl(f):
+            routing.routes.setdefault(r["prompt_id"], r)
+    missing = [r["prompt_id"] for r in rows if r["prompt_id"] not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} prompts have no scores after all ranks finished (e.g. {missing[0]})")
+    final = [{k: v for k, v in done[r["prompt_id"]].items() if not k.startswith("_")} for r in rows]
+    atomic_write_jsonl(stage.output_dir / "scores.jsonl", final)
+    routes = [{"prompt_id": r["prompt_id"], "label": routing.routes[r["prompt_id"]]["label"],
+               "how": routing.routes[r["prompt_id"]]["how"]} for r in rows]
+    atomic_write_jsonl(stage.output_dir / "routes.jsonl", routes)
+
+    metrics = compute_metrics([done[r["prompt_id"]] for r in rows], p)
+    if elapsed > 0 and scored_tokens:
+        metrics["tokens_per_s"] = scored_tokens / elapsed
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+            stage.metric(k, v)
+    n_err = metrics.get("errors", 0)
+    if n_err:
+        stage.log(f"{n_err} responses had non-finite log-probs; their reward is null", level="warn")
+    stage.write_manifest(outputs={"scores": "scores.jsonl", "routes": "routes.jsonl"}, metrics=metrics,
+                         extra={"reward": p["reward"]})
+
+
+def wait_for_ranks(partial: Path, world_size: int, poll_s: float = 2.0) -> None:
+    while not all((partial / f"done.{shard_name(r, world_size)}").exists() for r in range(world_size)):
+        time.sleep(poll_s)
+
+
+def load_models(stage: Stage, p: dict[str, Any], rank: int) -> dict[str, Any]:
+    from ratioloop_py.scoring import load_scoring_models
+
+    specs = {"strong": stage.model_spec("strong"), "weak": stage.model_spec("weak")}
+    rspec = (p.get("models") or {}).get("router") or (stage.spec.get("inputs") or {}).get("router")
+    if p["router"]["kind"] == "llm" and not (rspec or {}).get("endpoint"):
+        # No router model configured: the strong model (an instruct model) classifies.
+        specs["router"] = stage.model_spec("router") if rspec else specs["strong"]
+    _select_cuda_device(rank)
+    backend = pick_backend(p["backend"])
+    if backend == "vllm":
+        from ratioloop_py.scoring import load_vllm_models
+
+        return load_vllm_models(specs)
+    return load_scoring_models(specs)
+
+
+def _select_cuda_device(rank: int) -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    except Exception:
+        pass
+
+
+def pick_backend(name: str) -> str:
+    if name == "hf":
+        return "hf"
+    try:
+        import vllm  # noqa: F401
+        import torch
+
+        ok = torch.cuda.is_available()
+    except Exception:
+        ok = False
+    if name == "vllm" and not ok:
+        raise BadInput("params.backend is vllm but vllm (with a CUDA GPU) is not available here")
+    return "vllm" if ok else "hf"
+
+
+def make_scorers(models: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    from ratioloop_py.scoring import scorer_for
+
+    return {name: scorer_for(m, batch_size=p["batch_size"], max_batch_tokens=p["max_batch_tokens"])
+            for name, m in models.items() if name in ("strong", "weak")}
+
+
+def score_group(rows, group, routes, library, p, seed, scorers) -> list[dict[str, Any]]:
+    """Score the distinct responses of a group of prompts under both models; one output row per prompt."""
+    from ratioloop_py.scoring import make_item
+
+    prepared = []
+    for i in group:
+        r = rows[i]
+        label = routes[r["prompt_id"]]["label"]
+        msgs, gid = apply_guidance(library, label, r["messages"], seed=seed, prompt_id=r["prompt_id"],
+                                   enabled=bool(p["guidance"].get("enabled", True)))
+        prepared.append((r, label, gid, msgs, list(dict.fromkeys(r["texts"]))))
+    per_model: dict[str, list[dict[str, tuple]]] = {}
+    for name in ("strong", "weak"):
+        sc = scorers[name]
+        groups = [[make_item(sc.sm, msgs, t, p["max_prompt_tokens"], p["max_response_tokens"]) for t in uniq]
+                  for _, _, _, msgs, uniq in prepared]
+        res = sc.score_prompts(groups)
+        per_model[name] = [
+            {t: (lr.sum, lr.n_tokens, it.prompt_truncated, it.response_truncated)
+             for t, it, lr in zip(uniq, items, rs)}
+            for (_, _, _, _, uniq), items, rs in zip(prepared, groups, res)]
+    out = []
+    for k, (r, label, gid, _, uniq) in enumerate(prepared):
+        row = build_row(r["prompt_id"], label, gid, r["texts"], per_model["strong"][k], per_model["weak"][k],
+                        p["reward"])
+        s = per_model["strong"][k]
+        w = per_model["weak"][k]
+        row["_stats"] = {
+            "prompt_truncated": any(v[2] for v in s.values()) or any(v[2] for v in w.values()),
+            "responses_truncated": sum(1 for t in r["texts"] if s[t][3] or w[t][3]),
+        }
+        out.append(row)
+    return out
+
+
+def compute_metrics(rows: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
+    m: dict[str, Any] = {"prompts": len(rows), "responses": sum(len(r["rewards"]) for r in rows),
+                         "reward": p["reward"]}
+    by_dom: dict[str, list[float]] = {}
+    labels: dict[str, int] = {lab: 0 for lab in LABELS}
+    errors = trunc_p = trunc_r = guided = 0
+    for r in rows:
+        labels[r["domain"]] = labels.get(r["domain"], 0) + 1
+        vals = [x for x in r["rewards"] if x is not None]
+        by_dom.setdefault(r["domain"], []).extend(vals)
+        by_dom.setdefault("ALL", []).extend(vals)
+        errors += len(r.get("errors") or [])
+        st = r.get("_stats") or {}
+        trunc_p += int(bool(st.get("prompt_truncated")))
+        trunc_r += int(st.get("responses_truncated", 0))
+        guided += int(r.get("guidance_id") is not None)
+    for dom, vals in sorted(by_dom.items()):
+        if vals:
+            m[f"reward_mean.{dom}"] = statistics.fmean(vals)
+            m[f"reward_std.{dom}"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+    for lab, n in labels.items():
+        m[f"router.{lab}"] = n
+    m.update({"errors": errors, "truncated_prompts": trunc_p, "truncated_responses": trunc_r, "guided_prompts": guided})
+    return m
+
+
+if __name__ == "__main__":
+    run_stage(main)
