@@ -38,17 +38,21 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 
 def package_versions() -> dict[str, str]:
+    """Installed versions, read from package metadata (importing torch & co. just to ask would cost seconds)."""
+    from importlib import metadata
+
     versions = {"python": platform.python_version()}
     for name in ("torch", "transformers", "trl", "datasets", "accelerate", "tokenizers", "numpy", "vllm"):
         try:
-            mod = __import__(name)
-            versions[name] = getattr(mod, "__version__", "unknown")
-        except Exception:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             pass
     return versions
 
 
 def device_description() -> str:
+    if "torch" not in sys.modules:  # a stage that never loaded torch ran on the CPU
+        return f"cpu ({os.cpu_count()} cores)"
     try:
         import torch
 
@@ -172,6 +176,46 @@ class Stage:
         return manifest
 
 
+def _watch_worker() -> None:
+    """Exit when the worker that started this stage dies (kill -9 leaves no one to kill our group).
+
+    Otherwise an orphaned stage would keep writing while the retried activity starts a second copy.
+    """
+    import signal
+    import threading
+    import time
+
+    pid = int(os.environ.get("RATIOLOOP_WORKER_PID", "0") or 0)
+    if pid <= 0:
+        return
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                try:
+                    os.killpg(os.getpgid(0), signal.SIGKILL)
+                finally:
+                    os._exit(137)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=loop, name="worker-watchdog", daemon=True).start()
+
+
+def _lock_output_dir(out: Path) -> None:
+    """One live process per stage folder (rank 0 only): a dying predecessor finishes before we touch its files."""
+    import fcntl
+
+    if not is_main_process() or os.environ.get("RATIOLOOP_NO_LOCK"):
+        return
+    f = open(out / ".lock", "w")  # noqa: SIM115 - held for the life of the process
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    globals()["_LOCK_FILE"] = f
+
+
 def load_stage(argv: list[str] | None = None) -> Stage:
     ap = argparse.ArgumentParser(description="Run one ratioloop stage from its spec.json")
     ap.add_argument("--spec", required=True, type=Path, help="path to spec.json (DESIGN §3)")
@@ -186,6 +230,8 @@ def load_stage(argv: list[str] | None = None) -> Stage:
         if key not in spec:
             raise BadInput(f"{args.spec}: missing key '{key}'")
     Path(spec["outputDir"]).mkdir(parents=True, exist_ok=True)
+    _watch_worker()
+    _lock_output_dir(Path(spec["outputDir"]))
     return Stage(spec=spec, spec_path=args.spec)
 
 

@@ -1,0 +1,150 @@
+// THE way a Python stage runs (DESIGN §3). The only code that spawns stage processes: an argument array (no shell),
+// its own process group, JSON progress lines from stdout, the stderr tail kept for errors, the whole group killed
+// on cancel (SIGTERM, then SIGKILL after a grace period) and swept after exit so no rank outlives its stage.
+import { createWriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { execa } from 'execa';
+import { scrubSecrets } from '../src/log';
+
+export type StageEvent =
+  | { type: 'progress'; done: number; total: number; unit: string }
+  | { type: 'metric'; name: string; value: number; step?: number }
+  | { type: 'log'; level: string; msg: string };
+
+export interface PythonStageOptions {
+  python: string;
+  script: string;
+  specPath: string;
+  cwd: string;
+  env?: Record<string, string>;
+  signal?: AbortSignal;
+  onEvent?: (e: StageEvent) => void;
+  /** Appended with the stage's stderr, for people reading logs after the fact. */
+  logFile?: string;
+  killGraceMs?: number;
+}
+
+export const EXIT_BAD_INPUT = 2;
+export const EXIT_RESOURCE = 3;
+const TAIL_LINES = 50;
+
+export class PythonStageError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number | undefined,
+    readonly stderrTail: string[],
+    readonly cancelled: boolean,
+  ) {
+    super(message);
+    this.name = 'PythonStageError';
+  }
+}
+
+function parseEvent(line: string): StageEvent | undefined {
+  if (!line.startsWith('{')) return undefined;
+  try {
+    const obj = JSON.parse(line) as { type?: unknown };
+    if (obj.type === 'progress' || obj.type === 'metric' || obj.type === 'log') return obj as StageEvent;
+  } catch {
+    // not a protocol line: ignore
+  }
+  return undefined;
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function killGroup(pgid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+async function waitGroupGone(pgid: number, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (!groupAlive(pgid)) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return !groupAlive(pgid);
+}
+
+/** Run `python script --spec specPath`; resolves on exit 0, rejects with PythonStageError otherwise. */
+export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
+  const grace = opts.killGraceMs ?? 10_000;
+  if (opts.signal?.aborted) throw new PythonStageError('cancelled before start', undefined, [], true);
+  const logStream = opts.logFile ? (await mkdir(path.dirname(opts.logFile), { recursive: true }), createWriteStream(opts.logFile, { flags: 'a' })) : undefined;
+
+  const child = execa(opts.python, [opts.script, '--spec', opts.specPath], {
+    cwd: opts.cwd,
+    env: { PYTHONUNBUFFERED: '1', RATIOLOOP_WORKER_PID: String(process.pid), ...opts.env },
+    detached: true, // own process group: one kill reaches every rank the stage starts
+    stdin: 'ignore',
+    buffer: false,
+    reject: false,
+  });
+  const pgid = child.pid;
+  if (pgid === undefined) throw new PythonStageError(`could not start ${opts.python}`, undefined, [], false);
+
+  const tail: string[] = [];
+  const stderrDone = new Promise<void>((resolve) => {
+    if (!child.stderr) return resolve();
+    const rl = createInterface({ input: child.stderr });
+    rl.on('line', (line) => {
+      tail.push(line);
+      if (tail.length > TAIL_LINES) tail.shift();
+      logStream?.write(line + '\n');
+    });
+    rl.on('close', resolve);
+  });
+  const stdoutDone = new Promise<void>((resolve) => {
+    if (!child.stdout) return resolve();
+    const rl = createInterface({ input: child.stdout });
+    rl.on('line', (line) => {
+      const ev = parseEvent(line);
+      if (ev) opts.onEvent?.(ev);
+      else logStream?.write(`[stdout] ${line}\n`);
+    });
+    rl.on('close', resolve);
+  });
+
+  let cancelled = false;
+  const onAbort = (): void => {
+    cancelled = true;
+    killGroup(pgid, 'SIGTERM');
+    setTimeout(() => killGroup(pgid, 'SIGKILL'), grace).unref();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  try {
+    const result = await child;
+    await Promise.all([stdoutDone, stderrDone]);
+    // The leader is gone; sweep anything it left in its group (e.g. a rank that ignored SIGTERM).
+    if (groupAlive(pgid)) {
+      killGroup(pgid, 'SIGTERM');
+      if (!(await waitGroupGone(pgid, grace))) killGroup(pgid, 'SIGKILL');
+      await waitGroupGone(pgid, 5_000);
+    }
+    const stderrTail = tail.map(scrubSecrets);
+    if (cancelled) throw new PythonStageError('stage cancelled', result.exitCode, stderrTail, true);
+    if (result.exitCode === 0) return;
+    const lastError = [...stderrTail].reverse().find((l) => l.startsWith('error:'));
+    const code = result.exitCode;
+    const what = code === undefined ? `killed by ${result.signal ?? 'a signal'}` : `exited with code ${code}`;
+    const msg = lastError ? lastError.replace(/^error:\s*/, '') : `${path.basename(opts.script)} ${what}`;
+    throw new PythonStageError(msg, code, stderrTail, false);
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    await new Promise<void>((r) => (logStream ? logStream.end(r) : r()));
+  }
+}

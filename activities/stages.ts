@@ -1,0 +1,137 @@
+// The stage activity: done/skip rule, spec.json, the Python stage through the runner, manifest verification.
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import type { StageActivities } from './types';
+import type { InputRef, StageHeartbeat, StageRequest, StageResult } from '../workflows/types';
+import { hashPath, manifestProblem, outputsByName, readManifest, specHash } from './manifests';
+import { EXIT_BAD_INPUT, EXIT_RESOURCE, PythonStageError, runPythonStage } from './pythonStage';
+import { stageDirOf, writeJsonAtomic } from '../src/runStore';
+
+export interface StageDeps {
+  python: string;
+  /** Folder holding <stage>.py programs (scripts/ in production; test fixtures in tests). */
+  scriptsDir: string;
+  cwd: string;
+  killGraceMs?: number;
+}
+
+const SCRIPT: Record<StageRequest['stage'], string> = {
+  sample: 'sample.py',
+  score: 'score.py',
+  pairs: 'pairs.py',
+  train: 'train_simpo.py',
+  evaluate: 'evaluate.py',
+};
+
+async function resolveInputs(inputs: Record<string, InputRef>): Promise<Record<string, Required<InputRef>>> {
+  const out: Record<string, Required<InputRef>> = {};
+  for (const [name, ref] of Object.entries(inputs)) {
+    const p = path.resolve(ref.path);
+    try {
+      await stat(p);
+    } catch {
+      throw ApplicationFailure.nonRetryable(`input ${name}: ${p} does not exist`, 'BadInput');
+    }
+    // Trust a hash an earlier manifest gave, but only after checking it still holds.
+    const actual = await hashPath(p);
+    if (ref.sha256 && ref.sha256 !== actual) {
+      throw ApplicationFailure.nonRetryable(`input ${name}: ${p} changed since it was produced (sha256 mismatch)`, 'BadInput');
+    }
+    out[name] = { path: p, sha256: actual };
+  }
+  return out;
+}
+
+/** Partial state belongs to one spec: if the spec changed, set the old partial state aside (never delete it). */
+async function guardPartialState(outputDir: string, hash: string): Promise<void> {
+  const marker = path.join(outputDir, 'partial', '.spec-hash');
+  let prev: string | undefined;
+  try {
+    prev = (await readFile(marker, 'utf8')).trim();
+  } catch {
+    prev = undefined;
+  }
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  if (prev !== undefined && prev !== hash) await rename(path.join(outputDir, 'partial'), path.join(outputDir, `partial.stale-${stamp}`));
+  const manifest = path.join(outputDir, 'manifest.json');
+  try {
+    await stat(manifest);
+    await rename(manifest, path.join(outputDir, `manifest.stale-${stamp}.json`));
+  } catch {
+    // no stale manifest
+  }
+  await mkdir(path.dirname(marker), { recursive: true });
+  await writeFile(marker, hash + '\n');
+}
+
+function toFailure(e: unknown): ApplicationFailure {
+  if (e instanceof PythonStageError) {
+    const details = [{ exitCode: e.exitCode ?? null, stderrTail: e.stderrTail }];
+    if (e.exitCode === EXIT_BAD_INPUT) return ApplicationFailure.create({ message: e.message, type: 'BadInput', nonRetryable: true, details });
+    if (e.exitCode === EXIT_RESOURCE) return ApplicationFailure.create({ message: `out of memory or resources: ${e.message}`, type: 'ResourceExhausted', details });
+    const tail = e.stderrTail.slice(-50).join('\n');
+    return ApplicationFailure.create({ message: `${e.message}\n--- last stderr lines ---\n${tail}`, type: 'StageCrashed', details });
+  }
+  if (e instanceof ApplicationFailure) return e;
+  return ApplicationFailure.create({ message: e instanceof Error ? e.message : String(e), type: 'StageError' });
+}
+
+export function createStageActivities(deps: StageDeps): StageActivities {
+  return {
+    async runStage(req: StageRequest): Promise<StageResult> {
+      const ctx = Context.current();
+      const started = Date.now();
+      const outputDir = stageDirOf(req.runDir, req.iteration, req.stage);
+      const inputs = await resolveInputs(req.inputs);
+      const spec = { stage: req.stage, runId: req.runId, iteration: req.iteration, seed: req.seed, params: req.params, inputs, outputDir };
+      const hash = specHash(spec);
+
+      const existing = await readManifest(outputDir);
+      if (!(await manifestProblem(existing, hash)) && existing) {
+        ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done: manifest matches, skipping`);
+        return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(existing), metrics: existing.metrics, skipped: true, durationMs: 0 };
+      }
+      await mkdir(outputDir, { recursive: true });
+      await guardPartialState(outputDir, hash);
+      const specPath = path.join(outputDir, 'spec.json');
+      await writeJsonAtomic(specPath, { ...spec, specHash: hash });
+
+      let beat: StageHeartbeat = { stage: req.stage, iteration: req.iteration, done: 0, total: 0, unit: '', startedAtMs: started, updatedAtMs: started };
+      ctx.heartbeat(beat);
+      // Heartbeat while the process lives, even when it prints nothing (model loading): a dead worker is what
+      // the heartbeat timeout must catch. The SDK throttles what reaches the server.
+      const timer = setInterval(() => ctx.heartbeat(beat), 2_000);
+      try {
+        await runPythonStage({
+          python: deps.python,
+          script: path.join(deps.scriptsDir, SCRIPT[req.stage]),
+          specPath,
+          cwd: deps.cwd,
+          signal: ctx.cancellationSignal,
+          killGraceMs: deps.killGraceMs,
+          logFile: path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.stderr.log`),
+          env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt) },
+          onEvent: (ev) => {
+            if (ev.type === 'progress') {
+              beat = { ...beat, done: ev.done, total: ev.total, unit: ev.unit, updatedAtMs: Date.now() };
+              ctx.heartbeat(beat);
+            } else if (ev.type === 'log') ctx.log.info(`[${req.stage}] ${ev.msg}`);
+          },
+        });
+      } catch (e) {
+        if (e instanceof PythonStageError && e.cancelled) throw new CancelledFailure(`${req.stage} cancelled; its process group was killed`);
+        throw toFailure(e);
+      } finally {
+        clearInterval(timer);
+      }
+
+      const manifest = await readManifest(outputDir);
+      const problem = await manifestProblem(manifest, hash);
+      if (problem || !manifest) {
+        throw ApplicationFailure.create({ message: `${req.stage} exited 0 but its manifest is not valid: ${problem ?? 'missing'}`, type: 'ManifestMismatch' });
+      }
+      return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(manifest), metrics: manifest.metrics, skipped: false, durationMs: Date.now() - started };
+    },
+  };
+}

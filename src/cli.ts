@@ -1,0 +1,279 @@
+// The ratioloop command line. Exit codes: 0 ok, 1 run failed or unexpected error, 2 usage or config error,
+// 3 run cancelled, 130 interrupted.
+import { parseArgs } from 'node:util';
+import { Client, WorkflowFailedError } from '@temporalio/client';
+import { ConfigError, formatIssue, loadConfig } from './config/load';
+import { configJsonSchema } from './config/jsonSchema';
+import type { RunConfig } from './config/schema';
+import { cancelRun, resumeRun, runStatus, startRun, UserError, type StartedRun } from './client/runs';
+import { compareRuns, renderCompareTable } from './client/compare';
+import { writeHtmlReport } from './client/report';
+import { resolveTemporal, startDevServer, type TemporalTarget } from './devServer';
+import { log } from './log';
+import { ProgressView, statusLines } from './progressView';
+import { listRuns, newRunId, RunIdError, validateRunId } from './runStore';
+import { connectClient, prepareNamespace, settingsFromEnv } from './temporal';
+import { QUEUE_ROLES, startWorkers, type QueueRole, type WorkerSet } from './worker';
+import { runRewardEval } from './client/rewardEval';
+
+const USAGE = `ratioloop — on-policy preference tuning with the guided density-ratio reward
+
+Usage:
+  ratioloop run CONFIG [--run-id ID] [--iterations K] [--detach] [--no-worker]
+  ratioloop resume RUN_ID [--runs-dir DIR] [--iterations K] [--detach] [--no-worker]
+  ratioloop status RUN_ID [--runs-dir DIR] [--json]
+  ratioloop list [--runs-dir DIR] [--json]
+  ratioloop cancel RUN_ID
+  ratioloop compare RUN_ID... [--runs-dir DIR] [--json] [--html FILE]
+  ratioloop worker [--queues control,cpu,gpu] [--config CONFIG]
+  ratioloop server [--port P] [--ui-port P]
+  ratioloop validate CONFIG
+  ratioloop schema
+  ratioloop reward-eval --config CONFIG --pairs FILE [--limit N] [--json]
+
+Temporal: without TEMPORAL_ADDRESS an embedded dev server (SQLite under .ratioloop/) is used; set TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE and TEMPORAL_TLS_CERT/KEY/CA or TEMPORAL_API_KEY to use any Temporal cluster or Temporal Cloud.`;
+
+const EXIT = { ok: 0, failed: 1, usage: 2, cancelled: 3, interrupted: 130 } as const;
+
+class UsageError extends Error {}
+
+function need(positionals: string[], n: number, what: string): string[] {
+  if (positionals.length < n) throw new UsageError(`missing ${what}\n\n${USAGE}`);
+  return positionals;
+}
+
+async function withTemporal<T>(fn: (client: Client, target: TemporalTarget) => Promise<T>): Promise<T> {
+  const target = await resolveTemporal(await settingsFromEnv(), log);
+  const connection = await connectClient(target.settings);
+  try {
+    if (!target.owned) await prepareNamespace(connection, target.settings.namespace, log);
+    return await fn(new Client({ connection, namespace: target.settings.namespace }), target);
+  } finally {
+    await connection.close();
+    await target.owned?.stop();
+  }
+}
+
+/** Follow a run until it closes, drawing progress; returns the exit code. */
+async function follow(client: Client, started: StartedRun, runsDir: string): Promise<number> {
+  const view = new ProgressView();
+  const handle = client.workflow.getHandle(started.runId);
+  let closed = false;
+  const result = handle.result().then(
+    () => EXIT.ok,
+    (e: unknown) => (e instanceof WorkflowFailedError && e.cause?.name === 'CancelledFailure' ? EXIT.cancelled : EXIT.failed),
+  );
+  void result.finally(() => (closed = true));
+  while (!closed) {
+    try {
+      view.update(await runStatus(client, runsDir, started.runId));
+    } catch (e) {
+      log.debug({ err: (e as Error).message }, 'progress poll failed');
+    }
+    await Promise.race([result, new Promise((r) => setTimeout(r, 1000))]);
+  }
+  const final = await runStatus(client, runsDir, started.runId);
+  view.update(final);
+  const code = await result;
+  if (code === EXIT.ok) {
+    const cmp = await compareRuns(runsDir, [started.runId]);
+    process.stdout.write('\n' + renderCompareTable(cmp) + '\n');
+    const report = `${started.runDir}/report.html`;
+    await writeHtmlReport(cmp, report);
+    process.stdout.write(`\nreport: ${report}\nrun folder: ${started.runDir}\n`);
+  } else {
+    process.stderr.write(`\nrun ${started.runId} ${code === EXIT.cancelled ? 'was cancelled' : `failed: ${final.record.error ?? 'see status'}`}\n`);
+    process.stderr.write(`fix the cause, then: ratioloop resume ${started.runId}\n`);
+  }
+  return code;
+}
+
+interface RunFlags {
+  detach?: boolean;
+  'no-worker'?: boolean;
+  iterations?: string;
+  'runs-dir'?: string;
+  'run-id'?: string;
+}
+
+async function runOrResume(kind: 'run' | 'resume', positionals: string[], values: RunFlags): Promise<number> {
+  const detach = Boolean(values.detach);
+  const noWorker = Boolean(values['no-worker']) || detach;
+  const iterations = values.iterations !== undefined ? Number(values.iterations) : undefined;
+  if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) throw new UsageError('--iterations must be a positive integer');
+  let config: RunConfig | undefined;
+  let runsDir = values['runs-dir'] ?? 'runs';
+  let runId: string;
+  if (kind === 'run') {
+    const [file] = need(positionals, 1, 'CONFIG') as [string];
+    config = await loadConfig(file);
+    runsDir = config.runsDir;
+    runId = validateRunId(values['run-id'] ?? newRunId(config.name));
+  } else {
+    runId = validateRunId(need(positionals, 1, 'RUN_ID')[0]!);
+  }
+  return withTemporal(async (client, target) => {
+    if (detach && target.owned) {
+      throw new UserError('--detach needs a Temporal server and workers that outlive this command: start `ratioloop server` and `ratioloop worker` (or set TEMPORAL_ADDRESS), then run again');
+    }
+    let workers: WorkerSet | undefined;
+    if (!noWorker) {
+      const queues = config?.taskQueues;
+      workers = await startWorkers({ settings: target.settings, roles: QUEUE_ROLES, ...(queues ? { queues } : {}) });
+    }
+    const onSigint = (): void => {
+      process.stderr.write(`\ninterrupted: the run stays resumable (ratioloop resume ${runId})\n`);
+      void (async () => {
+        await workers?.shutdown();
+        await target.owned?.stop();
+        process.exit(EXIT.interrupted);
+      })();
+    };
+    process.once('SIGINT', onSigint);
+    try {
+      const started =
+        kind === 'run' && config
+          ? await startRun(client, config, { configPath: positionals[0]!, runId, ...(iterations ? { iterations } : {}) })
+          : await resumeRun(client, runsDir, runId, iterations);
+      process.stdout.write(`${kind === 'run' ? 'started' : 'resumed'} run ${started.runId} (${started.plan.iterations} iteration${started.plan.iterations > 1 ? 's' : ''}) → ${started.runDir}\n`);
+      if (detach) return EXIT.ok;
+      return await follow(client, started, runsDir);
+    } finally {
+      process.off('SIGINT', onSigint);
+      await workers?.shutdown();
+    }
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      'run-id': { type: 'string' },
+      iterations: { type: 'string' },
+      detach: { type: 'boolean' },
+      'no-worker': { type: 'boolean' },
+      'runs-dir': { type: 'string' },
+      json: { type: 'boolean' },
+      html: { type: 'string' },
+      queues: { type: 'string' },
+      config: { type: 'string' },
+      pairs: { type: 'string' },
+      limit: { type: 'string' },
+      port: { type: 'string' },
+      'ui-port': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const runsDir = String(values['runs-dir'] ?? 'runs');
+  if (!cmd || values.help || cmd === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return cmd ? EXIT.ok : EXIT.usage;
+  }
+  switch (cmd) {
+    case 'validate': {
+      const [file] = need(positionals, 1, 'CONFIG') as [string];
+      try {
+        await loadConfig(file);
+      } catch (e) {
+        if (e instanceof ConfigError) {
+          process.stderr.write(`${file}: invalid config\n${e.issues.map((i) => `  ${formatIssue(i)}`).join('\n')}\n`);
+          return EXIT.usage;
+        }
+        throw e;
+      }
+      process.stdout.write(`${file}: ok\n`);
+      return EXIT.ok;
+    }
+    case 'schema':
+      process.stdout.write(JSON.stringify(configJsonSchema(), null, 2) + '\n');
+      return EXIT.ok;
+    case 'run':
+    case 'resume':
+      return runOrResume(cmd, positionals, values);
+    case 'status': {
+      const [id] = need(positionals, 1, 'RUN_ID') as [string];
+      validateRunId(id);
+      return withTemporal(async (client) => {
+        const st = await runStatus(client, runsDir, id);
+        process.stdout.write(values.json ? JSON.stringify(st, null, 2) + '\n' : statusLines(st).join('\n') + '\n');
+        return EXIT.ok;
+      });
+    }
+    case 'list': {
+      const runs = await listRuns(runsDir);
+      if (values.json) process.stdout.write(JSON.stringify(runs.map((r) => ({ runId: r.runId, status: r.status, createdAt: r.createdAt, iterations: r.plan.iterations, configPath: r.configPath })), null, 2) + '\n');
+      else if (runs.length === 0) process.stdout.write(`no runs in ${runsDir}\n`);
+      else for (const r of runs) process.stdout.write(`${r.runId.padEnd(40)} ${r.status.padEnd(10)} ${r.createdAt}  ${r.plan.iterations} iter  ${r.configPath ?? ''}\n`);
+      return EXIT.ok;
+    }
+    case 'cancel': {
+      const [id] = need(positionals, 1, 'RUN_ID') as [string];
+      validateRunId(id);
+      return withTemporal(async (client) => {
+        await cancelRun(client, id);
+        process.stdout.write(`cancellation requested for ${id}\n`);
+        return EXIT.ok;
+      });
+    }
+    case 'compare': {
+      need(positionals, 1, 'RUN_ID');
+      positionals.forEach(validateRunId);
+      const cmp = await compareRuns(runsDir, positionals);
+      if (values.html) await writeHtmlReport(cmp, String(values.html));
+      process.stdout.write(values.json ? JSON.stringify(cmp, null, 2) + '\n' : renderCompareTable(cmp) + '\n');
+      if (values.html) process.stderr.write(`report written to ${String(values.html)}\n`);
+      return EXIT.ok;
+    }
+    case 'worker': {
+      const roles = String(values.queues ?? 'control,cpu,gpu').split(',').map((s) => s.trim()).filter(Boolean);
+      const bad = roles.filter((r) => !(QUEUE_ROLES as readonly string[]).includes(r));
+      if (bad.length) throw new UsageError(`--queues: unknown queue ${bad.join(', ')} (use control, cpu, gpu)`);
+      const config = values.config ? await loadConfig(String(values.config)) : undefined;
+      const target = await resolveTemporal(await settingsFromEnv(), log);
+      if (target.owned) log.warn('no Temporal server was running: started an embedded one for this worker');
+      const ws = await startWorkers({ settings: target.settings, roles: roles as QueueRole[], ...(config ? { queues: config.taskQueues } : {}) });
+      log.info({ address: target.settings.address, roles }, 'worker running (Ctrl-C to stop)');
+      const stop = (): void => void ws.shutdown();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await ws.done;
+      await target.owned?.stop();
+      return EXIT.ok;
+    }
+    case 'server': {
+      const srv = await startDevServer({ ui: true, log, ...(values.port ? { port: Number(values.port) } : {}), ...(values['ui-port'] ? { uiPort: Number(values['ui-port']) } : {}) });
+      process.stdout.write(`Temporal dev server at ${srv.address} (database ${srv.dbFile})\nUI: ${srv.uiUrl}\nCtrl-C to stop.\n`);
+      const stop = (): void => void srv.stop();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await srv.exited;
+      return EXIT.ok;
+    }
+    case 'reward-eval': {
+      if (!values.config || !values.pairs) throw new UsageError('reward-eval needs --config CONFIG and --pairs FILE');
+      return runRewardEval({ configPath: String(values.config), pairs: String(values.pairs), json: Boolean(values.json), ...(values.limit ? { limit: Number(values.limit) } : {}) });
+    }
+    default:
+      throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.file}: invalid config\n${e.issues.map((i) => `  ${formatIssue(i)}`).join('\n')}\n`);
+      process.exit(EXIT.usage);
+    }
+    if (e instanceof UsageError || e instanceof RunIdError || e instanceof UserError || (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {
+      process.stderr.write(`error: ${(e).message}\n`);
+      process.exit(EXIT.usage);
+    }
+    process.stderr.write(`error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(EXIT.failed);
+  },
+);

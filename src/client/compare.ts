@@ -1,0 +1,130 @@
+// `ratioloop compare`: one row per iteration (of one or more runs) from the run store: data, pairs, training, eval, timings.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { StageName } from '../../workflows/types';
+import { readRun, runDirOf, stageDirOf } from '../runStore';
+
+export interface IterationRow {
+  runId: string;
+  iteration: number;
+  prompts?: number;
+  pairsKept?: number;
+  pairsDropped?: number;
+  marginMean?: number;
+  marginByDomain: Record<string, number>;
+  trainLoss?: number;
+  trainAccuracy?: number;
+  eval: Record<string, { value: number; low?: number; high?: number }>;
+  durationsMs: Partial<Record<StageName, number>>;
+  trainCurve: { step: number; loss: number }[];
+}
+
+export interface Comparison {
+  runs: { runId: string; status: string; configPath?: string }[];
+  rows: IterationRow[];
+}
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+
+/** First numeric metric among several names: stages name a few things differently across versions. */
+function pick(m: Record<string, unknown> | undefined, ...keys: string[]): number | undefined {
+  for (const k of keys) {
+    const v = num(m?.[k]);
+    if (v !== undefined) return v;
+  }
+  return undefined;
+}
+
+async function readCurve(file: string): Promise<{ step: number; loss: number }[]> {
+  try {
+    const text = await readFile(file, 'utf8');
+    return text
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((r) => num(r.loss) !== undefined && num(r.step) !== undefined)
+      .map((r) => ({ step: r.step as number, loss: r.loss as number }));
+  } catch {
+    return [];
+  }
+}
+
+function evalScores(m: Record<string, unknown> | undefined): IterationRow['eval'] {
+  const out: IterationRow['eval'] = {};
+  if (!m) return out;
+  for (const [k, v] of Object.entries(m)) {
+    const value = num(v);
+    if (value === undefined || !/^(arena_hard|alpaca_eval|mt_bench)\./.test(k) || /\.(ci_low|ci_high|se|n_|count)/.test(k)) continue;
+    const [bench] = k.split('.') as [string];
+    const low = num(m[`${bench}.ci_low`]);
+    const high = num(m[`${bench}.ci_high`]);
+    const se = num(m[`${bench}.se`]);
+    const isHeadline = /\.(score|lc_win_rate|win_rate)$/.test(k);
+    out[k] = { value, ...(isHeadline && low !== undefined ? { low } : {}), ...(isHeadline && high !== undefined ? { high } : {}), ...(isHeadline && low === undefined && se !== undefined ? { low: value - 1.96 * se, high: value + 1.96 * se } : {}) };
+  }
+  return out;
+}
+
+export async function compareRuns(runsDir: string, runIds: string[]): Promise<Comparison> {
+  const cmp: Comparison = { runs: [], rows: [] };
+  for (const id of runIds) {
+    const runDir = runDirOf(runsDir, id);
+    const rec = await readRun(runDir);
+    cmp.runs.push({ runId: id, status: rec.status, ...(rec.configPath ? { configPath: rec.configPath } : {}) });
+    for (let k = 1; k <= rec.plan.iterations; k++) {
+      const stage = (s: StageName) => rec.stages.find((x) => x.iteration === k && x.stage === s);
+      const m = (s: StageName) => stage(s)?.metrics;
+      const pairsM = m('pairs');
+      const dropped = pairsM?.dropped;
+      const droppedTotal = typeof dropped === 'object' && dropped ? Object.values(dropped).reduce<number>((a, v) => a + (num(v) ?? 0), 0) : num(dropped);
+      const byDomain: Record<string, number> = {};
+      const md = pairsM?.margin_by_domain;
+      if (md && typeof md === 'object') for (const [d, v] of Object.entries(md)) { const x = num(v) ?? num((v as Record<string, unknown>)?.mean); if (x !== undefined) byDomain[d] = x; }
+      const durations: IterationRow['durationsMs'] = {};
+      for (const s of rec.plan.stages) { const d = stage(s)?.durationMs; if (d !== undefined) durations[s] = d; }
+      cmp.rows.push({
+        runId: id,
+        iteration: k,
+        prompts: pick(m('sample'), 'prompts', 'n_prompts'),
+        pairsKept: pick(pairsM, 'kept', 'n_pairs', 'pairs'),
+        pairsDropped: droppedTotal,
+        marginMean: pick(pairsM, 'margin_mean', 'margin.mean'),
+        marginByDomain: byDomain,
+        trainLoss: pick(m('train'), 'final_loss', 'train_loss', 'loss'),
+        trainAccuracy: pick(m('train'), 'final_accuracy', 'accuracy', 'rewards/accuracies'),
+        eval: evalScores(m('evaluate')),
+        durationsMs: durations,
+        trainCurve: await readCurve(path.join(stageDirOf(runDir, k, 'train'), 'metrics.jsonl')),
+      });
+    }
+  }
+  return cmp;
+}
+
+const f = (v: number | undefined, d = 3): string => (v === undefined ? '–' : Number.isInteger(v) ? String(v) : v.toFixed(d));
+
+export function renderCompareTable(cmp: Comparison): string {
+  const evalKeys = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.eval)))].filter((k) => /\.(score|win_rate|lc_win_rate)$/.test(k)).sort();
+  const domains = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.marginByDomain)))].sort();
+  const header = ['run', 'iter', 'prompts', 'pairs', 'dropped', 'margin', ...domains.map((d) => `margin ${d}`), 'loss', 'acc', ...evalKeys, 'time'];
+  const rows = cmp.rows.map((r) => [
+    r.runId,
+    String(r.iteration),
+    f(r.prompts),
+    f(r.pairsKept),
+    f(r.pairsDropped),
+    f(r.marginMean, 2),
+    ...domains.map((d) => f(r.marginByDomain[d], 2)),
+    f(r.trainLoss),
+    f(r.trainAccuracy, 2),
+    ...evalKeys.map((k) => {
+      const e = r.eval[k];
+      if (!e) return '–';
+      return e.low !== undefined && e.high !== undefined ? `${e.value.toFixed(2)} [${e.low.toFixed(2)}, ${e.high.toFixed(2)}]` : e.value.toFixed(2);
+    }),
+    `${(Object.values(r.durationsMs).reduce((a, b) => a + b, 0) / 1000).toFixed(0)}s`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}

@@ -1,0 +1,133 @@
+// Client-side run operations: start, resume, cancel, status (run store + live heartbeat details), list.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, defaultPayloadConverter } from '@temporalio/client';
+import { RUN_ID_ATTR } from '../../workflows/messages';
+import type { RunPlan, StageHeartbeat } from '../../workflows/types';
+import { projectRoot } from '../paths';
+import { readRun, runDirOf, writeJsonAtomic, type RunRecord } from '../runStore';
+import { configHash, resolvePlan } from '../config/resolve';
+import type { RunConfig } from '../config/schema';
+
+export class UserError extends Error {}
+
+async function versions(): Promise<Record<string, string>> {
+  const pkg = JSON.parse(await readFile(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
+  const v: Record<string, string> = { ratioloop: pkg.version, node: process.versions.node };
+  try {
+    const sdk = JSON.parse(await readFile(path.join(projectRoot, 'node_modules/@temporalio/client/package.json'), 'utf8')) as { version: string };
+    v.temporalio = sdk.version;
+    const head = (await readFile(path.join(projectRoot, '.git/HEAD'), 'utf8')).trim();
+    const ref = head.startsWith('ref: ') ? (await readFile(path.join(projectRoot, '.git', head.slice(5)), 'utf8')).trim() : head;
+    v.git = ref;
+  } catch {
+    // not a git checkout
+  }
+  return v;
+}
+
+export interface StartedRun {
+  runId: string;
+  runDir: string;
+  plan: RunPlan;
+}
+
+async function startWorkflow(client: Client, plan: RunPlan): Promise<void> {
+  try {
+    await client.workflow.start('alignmentRun', {
+      workflowId: plan.runId,
+      taskQueue: plan.queues.control,
+      args: [plan],
+      typedSearchAttributes: [{ key: RUN_ID_ATTR, value: plan.runId }],
+    });
+  } catch (e) {
+    if (e instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`run ${plan.runId} is already running`);
+    throw e;
+  }
+}
+
+export async function startRun(client: Client, config: RunConfig, opts: { configPath: string; runId: string; iterations?: number }): Promise<StartedRun> {
+  const plan = resolvePlan(config, opts);
+  let exists = false;
+  try {
+    await readRun(plan.runDir);
+    exists = true;
+  } catch {
+    exists = false;
+  }
+  if (exists) throw new UserError(`run ${opts.runId} already exists in ${path.dirname(plan.runDir)}: use \`ratioloop resume ${opts.runId}\` or pick another --run-id`);
+  const now = new Date().toISOString();
+  const record: RunRecord = {
+    runId: plan.runId,
+    createdAt: now,
+    updatedAt: now,
+    status: 'created',
+    configPath: path.resolve(opts.configPath),
+    configHash: configHash(config),
+    config,
+    plan,
+    versions: await versions(),
+    workflowRunIds: [],
+    stages: [],
+  };
+  await writeJsonAtomic(path.join(plan.runDir, 'run.json'), record);
+  await startWorkflow(client, plan);
+  return { runId: plan.runId, runDir: plan.runDir, plan };
+}
+
+/** Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. */
+export async function resumeRun(client: Client, runsDir: string, runId: string, iterations?: number): Promise<StartedRun> {
+  const runDir = runDirOf(runsDir, runId);
+  const rec = await readRun(runDir).catch(() => {
+    throw new UserError(`no run ${runId} in ${path.resolve(runsDir)} (use --runs-dir if it lives elsewhere)`);
+  });
+  try {
+    const desc = await client.workflow.getHandle(runId).describe();
+    if (desc.status.name === 'RUNNING') throw new UserError(`run ${runId} is still running; cancel it first or wait`);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    if (!(e instanceof WorkflowNotFoundError)) throw e;
+  }
+  const plan: RunPlan = { ...rec.plan, ...(iterations ? { iterations } : {}) };
+  await startWorkflow(client, plan);
+  return { runId, runDir, plan };
+}
+
+export async function cancelRun(client: Client, runId: string): Promise<void> {
+  try {
+    await client.workflow.getHandle(runId).cancel();
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw new UserError(`no run ${runId} on this Temporal server`);
+    throw e;
+  }
+}
+
+export interface RunStatus {
+  record: RunRecord;
+  temporal?: { status: string; runId: string; startTime: string; closeTime?: string };
+  live: StageHeartbeat[];
+}
+
+export async function runStatus(client: Client | undefined, runsDir: string, runId: string): Promise<RunStatus> {
+  const record = await readRun(runDirOf(runsDir, runId)).catch(() => {
+    throw new UserError(`no run ${runId} in ${path.resolve(runsDir)}`);
+  });
+  const out: RunStatus = { record, live: [] };
+  if (!client) return out;
+  try {
+    const desc = await client.workflow.getHandle(runId).describe();
+    out.temporal = {
+      status: desc.status.name,
+      runId: desc.runId,
+      startTime: desc.startTime.toISOString(),
+      ...(desc.closeTime ? { closeTime: desc.closeTime.toISOString() } : {}),
+    };
+    for (const pa of desc.raw.pendingActivities ?? []) {
+      const p = pa.heartbeatDetails?.payloads?.[0];
+      if (p) out.live.push(defaultPayloadConverter.fromPayload<StageHeartbeat>(p));
+    }
+  } catch (e) {
+    if (!(e instanceof WorkflowNotFoundError)) throw e;
+  }
+  return out;
+}

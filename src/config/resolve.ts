@@ -1,0 +1,86 @@
+// Config → the plain plan a workflow receives: paths made absolute, defaults applied, per-stage params and options.
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { canonicalJson } from '../../activities/manifests';
+import { ALL_STAGES } from '../../workflows/plan';
+import type { InputRef, QueueKind, RunPlan, StageActivityOptions, StageName } from '../../workflows/types';
+import { projectRoot } from '../paths';
+import { runDirOf } from '../runStore';
+import type { ModelConfig, RunConfig } from './schema';
+
+export const STAGE_QUEUES: Record<StageName, QueueKind> = { sample: 'gpu', score: 'gpu', pairs: 'cpu', train: 'gpu', evaluate: 'gpu' };
+
+export const BUILTIN_GUIDANCE = path.join(projectRoot, 'configs', 'guidance');
+export const BUILTIN_EVAL_DATA = path.join(projectRoot, 'configs', 'eval');
+
+export function configHash(config: RunConfig): string {
+  return createHash('sha256').update(canonicalJson(config)).digest('hex');
+}
+
+/** Make relative paths absolute against the config file's folder; hub ids and endpoints pass through. */
+function resolveModel<M extends ModelConfig>(m: M, base: string): M {
+  if ('endpoint' in m) return m;
+  return { ...m, ...(m.path ? { path: path.resolve(base, m.path) } : {}), ...(m.tokenizer && /^[.~/]/.test(m.tokenizer) ? { tokenizer: path.resolve(base, m.tokenizer) } : {}) };
+}
+
+const ms = (d: string): string => d.replace(/\s+/g, ' ');
+
+function stageOptions(config: RunConfig, stage: StageName): StageActivityOptions {
+  const d = config.timeouts.default;
+  const s = config.timeouts[stage] ?? {};
+  return {
+    startToCloseTimeout: ms(s.startToClose ?? d.startToClose),
+    heartbeatTimeout: ms(s.heartbeat ?? d.heartbeat),
+    maximumAttempts: s.maxAttempts ?? d.maxAttempts,
+    initialInterval: ms(s.initialInterval ?? d.initialInterval),
+    backoffCoefficient: s.backoffCoefficient ?? d.backoffCoefficient,
+  };
+}
+
+export interface ResolveOptions {
+  configPath: string;
+  runId: string;
+  iterations?: number;
+}
+
+export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
+  const base = path.dirname(path.resolve(opts.configPath));
+  const models = {
+    policy: resolveModel(config.models.policy, base),
+    strong: resolveModel(config.models.strong, base),
+    weak: resolveModel(config.models.weak, base),
+    ...(config.models.router ? { router: resolveModel(config.models.router, base) } : {}),
+    ...(config.models.judge ? { judge: resolveModel(config.models.judge, base) } : {}),
+  };
+  const { on_bad_row, path: promptsPath, hf, limit } = config.prompts;
+  const { guidance, ...score } = config.score;
+  const { enabled: _evalEnabled, data: evalData, baseline, ...evaluate } = config.evaluate;
+
+  const params: Record<StageName, Record<string, unknown>> = {
+    sample: { ...config.sample, on_bad_row, prompts: { hf: hf ?? null, limit }, models: { policy: models.policy } },
+    score: { ...score, guidance: { enabled: guidance.enabled }, models: { strong: models.strong, weak: models.weak, ...(models.router ? { router: models.router } : {}) } },
+    pairs: { ...config.pairs, reward: config.score.reward },
+    train: { ...config.train, models: { policy: models.policy } },
+    evaluate: { ...evaluate, baseline, models: { policy: models.policy, ...(models.judge ? { judge: models.judge } : {}) } },
+  };
+
+  const staticInputs: RunPlan['staticInputs'] = {};
+  if (promptsPath) staticInputs.prompts = { path: path.resolve(base, promptsPath) };
+  staticInputs.guidance = { path: guidance.dir ? path.resolve(base, guidance.dir) : BUILTIN_GUIDANCE };
+  staticInputs.evalData = { path: evalData ? path.resolve(base, evalData) : BUILTIN_EVAL_DATA };
+  if (models.policy.path) staticInputs.policy = { path: models.policy.path } satisfies InputRef;
+
+  const stages = ALL_STAGES.filter((s) => s !== 'evaluate' || config.evaluate.enabled);
+  return {
+    runId: opts.runId,
+    runDir: runDirOf(config.runsDir, opts.runId),
+    seed: config.seed,
+    iterations: opts.iterations ?? config.iterations,
+    configHash: configHash(config),
+    stages,
+    stagePlans: Object.fromEntries(ALL_STAGES.map((s) => [s, { queue: STAGE_QUEUES[s], params: params[s], options: stageOptions(config, s) }])) as RunPlan['stagePlans'],
+    staticInputs,
+    evaluateAgainstBasePolicy: baseline === 'base_policy',
+    queues: config.taskQueues,
+  };
+}

@@ -1,0 +1,234 @@
+// The one schema of a run config (YAML). Unknown keys are rejected everywhere, so a typo is an error, not a silent default.
+// Stage sections are passed to the Python stages as spec.params; their keys match what scripts/<stage>.py reads.
+import { z } from 'zod';
+
+const duration = z
+  .string()
+  .regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/, 'a duration like "90s", "30m" or "2h"')
+  .describe('Duration: a number and a unit (ms, s, m, h, d)');
+
+const dtype = z.enum(['auto', 'float32', 'bfloat16', 'float16']).default('auto').describe('auto = float32 on CPU, bfloat16 on GPU');
+const device = z.enum(['auto', 'cpu', 'cuda']).default('auto');
+
+export const LocalModelSchema = z
+  .strictObject({
+    path: z.string().min(1).optional().describe('Local HF model folder (relative paths are resolved against the config file)'),
+    hub: z.string().regex(/^[\w.-]+\/[\w.-]+$/, 'a Hugging Face id like "org/name"').optional().describe('Hugging Face hub id'),
+    tokenizer: z.string().min(1).optional().describe('Tokenizer folder or hub id, when it differs from the model'),
+    dtype,
+    device,
+    template: z.string().min(1).default('chat').describe('"chat" (the tokenizer\'s chat template), "none" (plain "User: …\\n\\nAssistant:"), or a Jinja chat template'),
+  })
+  .refine((m) => Boolean(m.path) !== Boolean(m.hub), { message: 'set exactly one of "path" or "hub"' });
+
+export const EndpointSchema = z.strictObject({
+  endpoint: z.strictObject({
+    base_url: z.url().describe('OpenAI-compatible base URL, e.g. https://api.openai.com/v1'),
+    model: z.string().min(1),
+    api_key_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'an environment variable name').describe('Name of the env var holding the API key (the key itself never goes in a config)'),
+  }),
+});
+
+export const ModelSchema = z.union([LocalModelSchema, EndpointSchema]);
+
+const PromptsSchema = z
+  .strictObject({
+    path: z.string().min(1).optional().describe('Local JSONL: {id, messages, domain?} per line'),
+    hf: z
+      .strictObject({
+        name: z.string().min(1).describe('dataset name or local path for datasets.load_dataset'),
+        split: z.string().default('train'),
+        config: z.string().optional(),
+        columns: z
+          .strictObject({ id: z.string().optional(), prompt: z.string().optional(), messages: z.string().optional(), domain: z.string().optional() })
+          .prefault({}),
+      })
+      .optional(),
+    limit: z.int().positive().nullable().default(null),
+    on_bad_row: z.enum(['error', 'skip']).default('error'),
+  })
+  .refine((p) => Boolean(p.path) !== Boolean(p.hf), { message: 'set exactly one of "path" or "hf"' });
+
+const backend = z.enum(['auto', 'hf', 'vllm']).default('auto');
+const prob = z.number().min(0).max(1);
+
+export const SampleSchema = z.strictObject({
+  n: z.int().min(1).max(256).default(4).describe('responses per prompt (one seeded pass per response)'),
+  seeds: z.array(z.int().nonnegative()).min(1).nullable().default(null).describe('explicit seeds; default derived from the run seed and iteration'),
+  temperature: z.number().min(0).max(5).default(0.8),
+  top_p: prob.gt(0).default(0.95),
+  top_k: z.int().nonnegative().default(0),
+  max_new_tokens: z.int().positive().default(256),
+  max_prompt_tokens: z.int().positive().default(1024),
+  truncation: z.enum(['left', 'middle']).default('middle'),
+  stop: z.array(z.string().min(1)).default([]),
+  batch_size: z.int().positive().default(8),
+  backend,
+  tensor_parallel_size: z.int().positive().default(1),
+  system_prompt: z.string().nullable().default(null),
+});
+
+export const ScoreSchema = z.strictObject({
+  reward: z.enum(['sum', 'mean']).default('sum').describe('sum (the paper) or mean of per-token log-ratio ranks the responses'),
+  max_prompt_tokens: z.int().positive().default(2048),
+  max_response_tokens: z.int().positive().default(2048),
+  batch_size: z.int().positive().default(8),
+  backend,
+  router: z
+    .strictObject({
+      kind: z.enum(['llm', 'field', 'fixed']).default('llm'),
+      label: z.enum(['CHAT', 'SAFETY', 'REASONING']).default('CHAT'),
+    })
+    .prefault({}),
+  guidance: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      dir: z.string().min(1).nullable().default(null).describe('guidance library folder (relative to the config file); null = the built-in library configs/guidance'),
+    })
+    .prefault({}),
+});
+
+export const PairsSchema = z.strictObject({
+  min_margin: z.number().nonnegative().nullable().default(null),
+  test_fraction: prob.lt(1).default(0.1),
+  test_count: z.int().nonnegative().nullable().default(null),
+});
+
+export const LaunchSchema = z.strictObject({
+  num_processes: z.int().positive().default(1),
+  num_machines: z.int().positive().default(1),
+  machine_rank: z.int().nonnegative().default(0),
+  main_process_ip: z.string().nullable().default(null),
+  main_process_port: z.int().min(1).max(65535).default(29500),
+  mixed_precision: z.enum(['no', 'fp16', 'bf16']).default('no'),
+  deepspeed_zero_stage: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3)]).nullable().default(null),
+  fsdp: z.boolean().default(false),
+  cpu: z.boolean().nullable().default(null).describe('force CPU training; null = when no GPU is present'),
+});
+
+export const TrainSchema = z.strictObject({
+  beta: z.number().positive().default(2.0).describe('SimPO reward scale β'),
+  gamma_beta_ratio: z.number().nonnegative().default(0.5).describe('γ/β; the target margin γ = β · gamma_beta_ratio'),
+  learning_rate: z.number().positive().max(1).default(1e-6),
+  lr_scheduler_type: z.enum(['cosine', 'linear', 'constant', 'constant_with_warmup']).default('cosine'),
+  warmup_ratio: prob.default(0.1),
+  num_train_epochs: z.number().positive().default(1),
+  max_steps: z.int().positive().nullable().default(null),
+  per_device_train_batch_size: z.int().positive().default(2),
+  gradient_accumulation_steps: z.int().positive().default(1),
+  max_length: z.int().positive().default(1024),
+  max_prompt_length: z.int().positive().default(512),
+  seed: z.int().nonnegative().nullable().default(null),
+  dtype,
+  gradient_checkpointing: z.boolean().default(false),
+  save_steps: z.int().positive().nullable().default(null).describe('null = about four checkpoints per epoch'),
+  save_total_limit: z.int().positive().default(2),
+  logging_steps: z.int().positive().default(1),
+  label_smoothing: z.number().min(0).max(0.5).default(0),
+  sft_weight: z.number().nonnegative().default(0),
+  launch: LaunchSchema.prefault({}),
+});
+
+const BENCHMARKS = ['arena_hard', 'alpaca_eval', 'mt_bench'] as const;
+
+export const EvaluateSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  benchmarks: z.array(z.enum(BENCHMARKS)).min(1).default([...BENCHMARKS]),
+  data: z.string().min(1).nullable().default(null).describe('folder with the eval sets (layout of configs/eval); null = the built-in mini sets'),
+  baseline: z.enum(['base_policy', 'official']).default('base_policy').describe('base_policy: answers of the iteration-0 policy are the baseline/reference; official: the official baseline answers'),
+  limit: z.int().positive().nullable().default(null),
+  max_new_tokens: z.int().positive().default(256),
+  batch_size: z.int().positive().default(8),
+  backend,
+  bootstrap_rounds: z.int().positive().default(100),
+  arena_hard: z.strictObject({ bradley_terry: z.boolean().default(false) }).prefault({}),
+  judge: z
+    .strictObject({
+      max_tokens: z.int().positive().default(2048),
+      concurrency: z.int().positive().default(4),
+      max_retries: z.int().nonnegative().default(5),
+      cache: z.boolean().default(true),
+    })
+    .prefault({}),
+});
+
+const StageTimeoutSchema = z.strictObject({
+  startToClose: duration.optional(),
+  heartbeat: duration.optional(),
+  maxAttempts: z.int().positive().optional(),
+  initialInterval: duration.optional(),
+  backoffCoefficient: z.number().min(1).optional(),
+});
+
+export const TimeoutsSchema = z
+  .strictObject({
+    default: z
+      .strictObject({
+        startToClose: duration.default('24h'),
+        heartbeat: duration.default('2m'),
+        maxAttempts: z.int().positive().default(3),
+        initialInterval: duration.default('5s'),
+        backoffCoefficient: z.number().min(1).default(2),
+      })
+      .prefault({}),
+    sample: StageTimeoutSchema.optional(),
+    score: StageTimeoutSchema.optional(),
+    pairs: StageTimeoutSchema.optional(),
+    train: StageTimeoutSchema.optional(),
+    evaluate: StageTimeoutSchema.optional(),
+  })
+  .prefault({});
+
+const queueName = z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, ".", "_" or "-"');
+
+export const ConfigSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,40}$/, 'letters, digits, ".", "_" or "-" (used in run ids)').default('run'),
+    seed: z.int().nonnegative().default(0),
+    iterations: z.int().min(1).max(100).default(1),
+    runsDir: z.string().min(1).default('runs').describe('where run folders go (relative to the current directory)'),
+    models: z.strictObject({
+      policy: LocalModelSchema,
+      strong: LocalModelSchema,
+      weak: LocalModelSchema,
+      router: ModelSchema.optional(),
+      judge: ModelSchema.optional(),
+    }),
+    prompts: PromptsSchema,
+    sample: SampleSchema.prefault({}),
+    score: ScoreSchema.prefault({}),
+    pairs: PairsSchema.prefault({}),
+    train: TrainSchema.prefault({}),
+    evaluate: EvaluateSchema.prefault({}),
+    taskQueues: z
+      .strictObject({ control: queueName.default('ratioloop-control'), cpu: queueName.default('ratioloop-cpu'), gpu: queueName.default('ratioloop-gpu') })
+      .prefault({}),
+    timeouts: TimeoutsSchema,
+  })
+  .superRefine((c, ctx) => {
+    if (c.score.router.kind === 'llm' && !c.models.router) {
+      ctx.addIssue({ code: 'custom', path: ['models', 'router'], message: 'required when score.router.kind is "llm" (or set score.router.kind to "field" or "fixed")' });
+    }
+    if (c.evaluate.enabled && !c.models.judge) {
+      ctx.addIssue({ code: 'custom', path: ['models', 'judge'], message: 'required when evaluate.enabled is true (or set evaluate.enabled: false)' });
+    }
+    if (c.train.max_prompt_length >= c.train.max_length) {
+      ctx.addIssue({ code: 'custom', path: ['train', 'max_prompt_length'], message: `must be below train.max_length (${c.train.max_length})` });
+    }
+    if (c.sample.seeds && c.sample.seeds.length !== c.sample.n) {
+      ctx.addIssue({ code: 'custom', path: ['sample', 'seeds'], message: `has ${c.sample.seeds.length} seeds but sample.n is ${c.sample.n}: give one seed per response` });
+    }
+    if (c.sample.n < 2) {
+      ctx.addIssue({ code: 'custom', path: ['sample', 'n'], message: 'must be at least 2: pairs need a best and a worst response' });
+    }
+    const l = c.train.launch;
+    if (l.num_machines > 1 && !l.main_process_ip) {
+      ctx.addIssue({ code: 'custom', path: ['train', 'launch', 'main_process_ip'], message: 'required when num_machines > 1 (the address of machine_rank 0)' });
+    }
+    if (l.machine_rank >= l.num_machines) {
+      ctx.addIssue({ code: 'custom', path: ['train', 'launch', 'machine_rank'], message: `must be below num_machines (${l.num_machines})` });
+    }
+  });
+
+export type RunConfig = z.output<typeof ConfigSchema>;
+export type ModelConfig = z.output<typeof ModelSchema>;

@@ -1,0 +1,73 @@
+// Live progress of a run: a redrawn table on a TTY, one plain line per change otherwise.
+import type { StageHeartbeat } from '../workflows/types';
+import type { RunStatus } from './client/runs';
+
+const fmtDur = (ms: number): string => {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+};
+
+export function liveText(h: StageHeartbeat, now = Date.now()): string {
+  if (!h.total) return `starting… (${fmtDur(now - h.startedAtMs)})`;
+  const elapsed = Math.max(1, h.updatedAtMs - h.startedAtMs) / 1000;
+  const rate = h.done / elapsed;
+  const eta = rate > 0 ? ((h.total - h.done) / rate) * 1000 : NaN;
+  const pct = ((100 * h.done) / h.total).toFixed(0);
+  return `${h.done}/${h.total} ${h.unit} (${pct}%) ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s${Number.isFinite(eta) ? ` ETA ${fmtDur(eta)}` : ''}`;
+}
+
+export function statusLines(st: RunStatus, now = Date.now()): string[] {
+  const rec = st.record;
+  const lines = [`run ${rec.runId}: ${st.temporal?.status?.toLowerCase() ?? rec.status}`];
+  const iterations = rec.plan.iterations;
+  for (let k = 1; k <= iterations; k++) {
+    for (const stage of rec.plan.stages) {
+      const s = rec.stages.find((x) => x.iteration === k && x.stage === stage);
+      const live = st.live.find((h) => h.iteration === k && h.stage === stage);
+      let detail = '';
+      if (s?.status === 'running' && live) detail = liveText(live, now);
+      else if (s?.status === 'running' && s.startedAt) detail = `running ${fmtDur(now - Date.parse(s.startedAt))}`;
+      else if (s?.status === 'done' || s?.status === 'skipped') detail = `${s.status} in ${fmtDur(s.durationMs ?? 0)}`;
+      else if (s?.status === 'failed' || s?.status === 'cancelled') detail = `${s.status}: ${(s.error ?? '').split('\n')[0]}`;
+      else detail = s?.status ?? 'pending';
+      lines.push(`  iter ${k}  ${stage.padEnd(8)} ${detail}`);
+    }
+  }
+  if (rec.error) lines.push(`  error: ${rec.error.split('\n')[0]}`);
+  return lines;
+}
+
+export class ProgressView {
+  private drawn = 0;
+  private lastPlain = new Map<string, string>();
+  private lastPlainAt = new Map<string, number>();
+
+  constructor(
+    private readonly out: NodeJS.WriteStream = process.stdout,
+    private readonly tty = Boolean(process.stdout.isTTY) && !process.env.CI,
+  ) {}
+
+  update(st: RunStatus): void {
+    const lines = statusLines(st);
+    if (this.tty) {
+      if (this.drawn > 0) this.out.write(`\x1b[${this.drawn}A`);
+      for (const l of lines) this.out.write(`\x1b[2K${l}\n`);
+      this.drawn = lines.length;
+      return;
+    }
+    // Plain output: a line when a stage changes state, and progress at most every 10 s per stage.
+    const now = Date.now();
+    for (const l of lines.slice(1)) {
+      const key = l.slice(0, 20);
+      const state = l.replace(/\d+\/\d+.*$/, 'progress');
+      const prev = this.lastPlain.get(key);
+      const at = this.lastPlainAt.get(key) ?? 0;
+      if (prev === undefined ? !/pending$/.test(l) : prev !== state || (state.endsWith('progress') && now - at > 10_000 && l !== prev)) {
+        if (prev === undefined && /pending$/.test(l)) continue;
+        this.out.write(`${new Date().toISOString().slice(11, 19)} ${l.trim()}\n`);
+        this.lastPlain.set(key, state);
+        this.lastPlainAt.set(key, now);
+      }
+    }
+  }
+}

@@ -1,0 +1,102 @@
+// The run store (DESIGN §4): <runsDir>/<runId>/run.json and iter-<k>/<stage>/ folders. The record of every run;
+// Temporal is the engine. All writes are atomic (temp file + rename).
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { RunPlan, RunState, StageName, StageStatus } from '../workflows/types';
+
+export const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export class RunIdError extends Error {}
+
+export function validateRunId(id: string): string {
+  if (!RUN_ID_RE.test(id) || id.includes('..')) {
+    throw new RunIdError(`invalid run id ${JSON.stringify(id)}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..' or '/'`);
+  }
+  return id;
+}
+
+export function newRunId(name = 'run'): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
+  const safe = name.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 32) || 'run';
+  return `${safe}-${stamp}-${randomBytes(2).toString('hex')}`;
+}
+
+export const runDirOf = (runsDir: string, runId: string): string => path.join(path.resolve(runsDir), validateRunId(runId));
+export const stageDirOf = (runDir: string, iteration: number, stage: StageName): string => path.join(runDir, `iter-${iteration}`, stage);
+
+export interface StageRecord extends StageStatus {
+  attempts?: number;
+}
+
+export interface RunRecord {
+  runId: string;
+  createdAt: string;
+  updatedAt: string;
+  status: RunState | 'created';
+  error?: string;
+  configPath?: string;
+  configHash: string;
+  config: unknown;
+  plan: RunPlan;
+  versions: Record<string, string>;
+  workflowRunIds: string[];
+  stages: StageRecord[];
+}
+
+export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n');
+  await rename(tmp, file);
+}
+
+export async function readRun(runDir: string): Promise<RunRecord> {
+  const file = path.join(runDir, 'run.json');
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as RunRecord;
+  } catch (e) {
+    throw new Error(`no run record at ${file}: ${(e as Error).message}`);
+  }
+}
+
+// run.json is read-modify-written by one control worker; serialise updates within this process.
+let queue: Promise<unknown> = Promise.resolve();
+export function updateRun(runDir: string, fn: (r: RunRecord) => void): Promise<RunRecord> {
+  const next = queue.then(async () => {
+    const rec = await readRun(runDir);
+    fn(rec);
+    rec.updatedAt = new Date().toISOString();
+    await writeJsonAtomic(path.join(runDir, 'run.json'), rec);
+    return rec;
+  });
+  queue = next.catch(() => undefined);
+  return next;
+}
+
+export function upsertStage(rec: RunRecord, s: StageStatus): void {
+  const i = rec.stages.findIndex((x) => x.iteration === s.iteration && x.stage === s.stage);
+  if (i >= 0) {
+    const prev = rec.stages[i]!;
+    rec.stages[i] = { ...prev, ...s, attempts: s.status === 'running' ? (prev.attempts ?? 0) + 1 : prev.attempts };
+  } else rec.stages.push({ ...s, attempts: s.status === 'running' ? 1 : 0 });
+}
+
+export async function listRuns(runsDir: string): Promise<RunRecord[]> {
+  let names: string[];
+  try {
+    names = await readdir(path.resolve(runsDir));
+  } catch {
+    return [];
+  }
+  const out: RunRecord[] = [];
+  for (const n of names.sort()) {
+    if (!RUN_ID_RE.test(n)) continue;
+    try {
+      out.push(await readRun(path.join(path.resolve(runsDir), n)));
+    } catch {
+      // a folder without run.json is not a run
+    }
+  }
+  return out;
+}

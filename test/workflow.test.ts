@@ -1,0 +1,130 @@
+// The alignment workflow and the stage runner against a real dev server, with fixture stage programs.
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { progressQuery } from '../workflows/messages';
+import type { RunPlan } from '../workflows/types';
+import type { alignmentRun } from '../workflows/alignmentRun';
+import { client, fixturePlan, fixtureWorkers, runRecord, tmpDir } from './helpers';
+
+let c: Client;
+let close: () => Promise<void>;
+beforeAll(async () => ({ client: c, close } = await client()));
+afterAll(async () => close());
+
+const start = (plan: RunPlan) => c.workflow.start<typeof alignmentRun>('alignmentRun', { workflowId: plan.runId, taskQueue: plan.queues.control, args: [plan] });
+const invocations = async (plan: RunPlan): Promise<string[]> =>
+  (await readFile(path.join(plan.runDir, 'invocations.log'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('alignmentRun', () => {
+  it('runs 2 iterations of all stages, then resume skips every done stage without touching manifests', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'two-iter');
+    const workers = await fixtureWorkers(plan);
+    try {
+      const h = await start(plan);
+      const result = await h.result();
+      expect(result.status).toBe('completed');
+      expect(result.stages.map((s) => `${s.iteration}:${s.stage}:${s.status}`)).toEqual(
+        [1, 2].flatMap((k) => ['sample', 'score', 'pairs', 'train', 'evaluate'].map((s) => `${k}:${s}:done`)),
+      );
+      const progress = await h.query(progressQuery);
+      expect(progress.status).toBe('completed');
+      expect(await invocations(plan)).toHaveLength(10);
+      // iteration 2 samples from iteration 1's trained model
+      const spec2 = JSON.parse(await readFile(path.join(plan.runDir, 'iter-2/sample/spec.json'), 'utf8'));
+      expect(spec2.inputs.policy.path).toBe(path.join(plan.runDir, 'iter-1/train/model'));
+      const rec = await runRecord(plan);
+      expect(rec.status).toBe('completed');
+      expect(rec.stages.filter((s) => s.status === 'done')).toHaveLength(10);
+
+      const manifests = ['iter-1/sample', 'iter-2/evaluate'].map((d) => path.join(plan.runDir, d, 'manifest.json'));
+      const before = await Promise.all(manifests.map(async (m) => (await stat(m)).mtimeMs));
+      const again = await (await start(plan)).result();
+      expect(again.stages.every((s) => s.status === 'skipped')).toBe(true);
+      expect(await invocations(plan)).toHaveLength(10); // no stage process ran again
+      expect(await Promise.all(manifests.map(async (m) => (await stat(m)).mtimeMs))).toEqual(before);
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
+  it('retries a stage that fails once, and continues', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'retry-once', { score: { fail_attempts: 1 } });
+    plan.iterations = 1;
+    const workers = await fixtureWorkers(plan);
+    try {
+      const result = await (await start(plan)).result();
+      expect(result.status).toBe('completed');
+      const scoreRuns = (await invocations(plan)).filter((l) => l.startsWith('1 score'));
+      expect(scoreRuns.map((l) => l.split(' ')[2])).toEqual(['1', '2']);
+      expect(await readFile(path.join(plan.runDir, 'iter-1/score/logs/attempt-1.stderr.log'), 'utf8')).toContain('failing attempt 1 on purpose');
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
+  it('fails the run at once with the script message when a stage exits 2', async () => {
+    const dir = await tmpDir();
+    const flag = path.join(dir, 'input-is-bad');
+    await writeFile(flag, 'x');
+    const plan = await fixturePlan(dir, 'bad-input', { pairs: { bad_input: 'scores.jsonl:3: rewards must be a list', bad_input_while: flag } });
+    const workers = await fixtureWorkers(plan);
+    try {
+      const err = await (await start(plan)).result().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(WorkflowFailedError);
+      expect((err as WorkflowFailedError).cause?.message).toContain('iteration 1 pairs: scores.jsonl:3: rewards must be a list');
+      expect((await invocations(plan)).filter((l) => l.includes('pairs'))).toHaveLength(1); // not retried
+      const rec = await runRecord(plan);
+      expect(rec.status).toBe('failed');
+      expect(rec.stages.find((s) => s.stage === 'pairs')?.status).toBe('failed');
+      expect(rec.error).toContain('rewards must be a list');
+
+      // Fix the input, resume: earlier stages are skipped, the run completes.
+      await rm(flag);
+      const resumed = await (await start(plan)).result();
+      expect(resumed.status).toBe('completed');
+      const lines = await invocations(plan);
+      expect(lines.filter((l) => l.startsWith('1 sample'))).toHaveLength(1);
+      expect(lines.filter((l) => l.startsWith('1 score'))).toHaveLength(1);
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
+  it('cancel kills the stage process group: no process survives', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'cancel-me', { sample: { sleep_s: 120, spawn_child: true } });
+    const workers = await fixtureWorkers(plan);
+    try {
+      const h = await start(plan);
+      const childPid = path.join(plan.runDir, 'iter-1/sample/child.pid');
+      const selfPid = path.join(plan.runDir, 'iter-1/sample/self.pid');
+      for (let i = 0; i < 300; i++) {
+        if (await stat(childPid).then(() => true, () => false)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const pids = [Number(await readFile(childPid, 'utf8')), Number(await readFile(selfPid, 'utf8'))];
+      expect(pids.every(alive)).toBe(true);
+      await h.cancel();
+      await expect(h.result()).rejects.toThrow();
+      for (let i = 0; i < 50 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(pids.filter(alive)).toEqual([]);
+      const rec = await runRecord(plan);
+      expect(rec.status).toBe('cancelled');
+      expect(rec.stages.find((s) => s.stage === 'sample')?.status).toBe('cancelled');
+    } finally {
+      await workers.shutdown();
+    }
+  });
+});

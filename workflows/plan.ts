@@ -1,0 +1,55 @@
+// Pure planning rules of a run: which stages run, on which queue, with which inputs. Deterministic.
+import type { InputRef, OutputRef, RunPlan, StageName, StageResult, StageStatus } from './types';
+
+export const ALL_STAGES: readonly StageName[] = ['sample', 'score', 'pairs', 'train', 'evaluate'];
+
+const ref = (o: OutputRef | undefined, what: string): InputRef => {
+  if (!o) throw new Error(`missing stage output ${what}`);
+  return { path: o.path, sha256: o.sha256 };
+};
+
+/** Inputs of a stage in iteration k, from the static inputs, this iteration's results and the current policy. */
+export function stageInputs(
+  plan: RunPlan,
+  stage: StageName,
+  done: Partial<Record<StageName, StageResult>>,
+  policy: InputRef | undefined,
+): Record<string, InputRef> {
+  const s = plan.staticInputs;
+  const withPolicy = (inputs: Record<string, InputRef>): Record<string, InputRef> => (policy ? { ...inputs, policy } : inputs);
+  switch (stage) {
+    case 'sample':
+      return withPolicy(s.prompts ? { prompts: s.prompts } : {});
+    case 'score':
+      return { samples: ref(done.sample?.outputs.samples, 'sample.samples'), ...(s.guidance ? { guidance: s.guidance } : {}) };
+    case 'pairs':
+      return { scores: ref(done.score?.outputs.scores, 'score.scores'), samples: ref(done.sample?.outputs.samples, 'sample.samples') };
+    case 'train': {
+      const test = done.pairs?.outputs.pairs_test;
+      return withPolicy({ pairs: ref(done.pairs?.outputs.pairs, 'pairs.pairs'), ...(test ? { pairs_test: ref(test, 'pairs.pairs_test') } : {}) });
+    }
+    case 'evaluate': {
+      const trained = done.train?.outputs.model;
+      const inputs: Record<string, InputRef> = {};
+      if (trained) inputs.policy = ref(trained, 'train.model');
+      else if (policy) inputs.policy = policy;
+      if (plan.evaluateAgainstBasePolicy && s.policy) inputs.baseline = s.policy;
+      if (s.evalData) inputs.data = s.evalData;
+      return inputs;
+    }
+  }
+}
+
+/** The policy the next iteration samples from: this iteration's trained model, if it trained. */
+export function nextPolicy(current: InputRef | undefined, done: Partial<Record<StageName, StageResult>>): InputRef | undefined {
+  const m = done.train?.outputs.model;
+  return m ? { path: m.path, sha256: m.sha256 } : current;
+}
+
+export function initialStatuses(plan: RunPlan): StageStatus[] {
+  const out: StageStatus[] = [];
+  for (let k = 1; k <= plan.iterations; k++) {
+    for (const stage of plan.stages) out.push({ iteration: k, stage, queue: plan.stagePlans[stage].queue, status: 'pending' });
+  }
+  return out;
+}

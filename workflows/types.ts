@@ -1,0 +1,118 @@
+// Plain data shared by the CLI, the workflow and the activities. No runtime imports: workflows stay light.
+
+export type StageName = 'sample' | 'score' | 'pairs' | 'train' | 'evaluate';
+export type QueueKind = 'cpu' | 'gpu';
+
+/** A file or folder handed from one stage to the next: by reference, never by content. */
+export interface InputRef {
+  path: string;
+  /** Known for stage outputs (from their manifest); computed by the activity for static inputs. */
+  sha256?: string;
+}
+
+export interface OutputRef {
+  name: string;
+  path: string;
+  sha256: string;
+  rows?: number;
+}
+
+export interface StageManifest {
+  stage: string;
+  specHash: string;
+  inputs: Record<string, InputRef>;
+  outputs: OutputRef[];
+  metrics: Record<string, unknown>;
+  versions: Record<string, string>;
+  device: string;
+  startedAt: string;
+  finishedAt: string;
+}
+
+/** Temporal activity options for one stage, as durations Temporal understands ("90s", "2h"). */
+export interface StageActivityOptions {
+  startToCloseTimeout: string;
+  heartbeatTimeout: string;
+  maximumAttempts: number;
+  initialInterval: string;
+  backoffCoefficient: number;
+}
+
+export interface StagePlan {
+  queue: QueueKind;
+  /** The stage's resolved config section plus the model specs it needs (becomes spec.params). */
+  params: Record<string, unknown>;
+  options: StageActivityOptions;
+}
+
+/** What the workflow receives: validated, defaulted and resolved by the CLI. */
+export interface RunPlan {
+  runId: string;
+  runDir: string;
+  seed: number;
+  iterations: number;
+  configHash: string;
+  stages: StageName[];
+  stagePlans: Record<StageName, StagePlan>;
+  /** Inputs that do not come from an earlier stage. `policy` is the iteration-0 policy when it is a local folder. */
+  staticInputs: Partial<Record<'prompts' | 'guidance' | 'evalData' | 'policy', InputRef>>;
+  /** evaluate against the iteration-0 policy's answers (the embedded default) instead of official baseline answers. */
+  evaluateAgainstBasePolicy: boolean;
+  queues: { control: string; cpu: string; gpu: string };
+}
+
+export interface StageRequest {
+  runId: string;
+  runDir: string;
+  iteration: number;
+  stage: StageName;
+  seed: number;
+  params: Record<string, unknown>;
+  inputs: Record<string, InputRef>;
+}
+
+export interface StageResult {
+  stage: StageName;
+  iteration: number;
+  outputs: Record<string, OutputRef>;
+  metrics: Record<string, unknown>;
+  /** true when a matching manifest proved the stage done and no process ran. */
+  skipped: boolean;
+  durationMs: number;
+}
+
+export type StageState = 'pending' | 'running' | 'done' | 'skipped' | 'failed' | 'cancelled';
+
+export interface StageStatus {
+  iteration: number;
+  stage: StageName;
+  queue: QueueKind;
+  status: StageState;
+  startedAt?: string;
+  finishedAt?: string;
+  durationMs?: number;
+  error?: string;
+  metrics?: Record<string, unknown>;
+}
+
+export type RunState = 'running' | 'completed' | 'failed' | 'cancelled';
+
+export interface RunProgress {
+  runId: string;
+  status: RunState;
+  iteration: number;
+  iterations: number;
+  stages: StageStatus[];
+  error?: string;
+}
+
+/** Live progress of a running stage, carried in activity heartbeats. */
+export interface StageHeartbeat {
+  stage: StageName;
+  iteration: number;
+  done: number;
+  total: number;
+  unit: string;
+  startedAtMs: number;
+  updatedAtMs: number;
+}
