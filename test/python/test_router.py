@@ -1,0 +1,115 @@
+"""Router: [START]…[END] parsing (garbage → CHAT), the endpoint protocol against a local server, local log-prob router."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from conftest import SCRIPTS, model_spec
+
+sys.path.insert(0, str(SCRIPTS))
+from ratioloop_py.router import (EndpointRouter, LocalRouter, classification_prompt, normalize_label,  # noqa: E402
+                                 parse_label)
+
+Q = [{"role": "user", "content": "Integrate x^2 from 0 to 3."}]
+
+
+@pytest.mark.parametrize("reply,label", [
+    ("[START]SAFETY[END]", "SAFETY"),
+    ("The category is [START] reasoning [END].", "REASONING"),
+    ("[START]**CHAT**[END]", "CHAT"),
+    ("[START]MATH[END]", "REASONING"),
+])
+def test_parse_label(reply, label):
+    assert parse_label(reply) == label
+
+
+@pytest.mark.parametrize("garbage", ["", "SAFETY", "[START]UNSURE[END]", "[START]SAFETY", "[END]CHAT[START]",
+                                     "\x00\xff{}", None, 42, "[START][END]"])
+def test_parse_garbage_is_none(garbage):
+    assert parse_label(garbage) is None
+
+
+def test_normalize_field():
+    assert normalize_label("Safety") == "SAFETY" and normalize_label("code") == "REASONING"
+    assert normalize_label("poetry") is None and normalize_label(None) is None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    replies: list = []
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Handler.seen.append((self.path, self.headers.get("Authorization"), body))
+        reply = _Handler.replies.pop(0)
+        if isinstance(reply, int):
+            self.send_response(reply)
+            self.end_headers()
+            return
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture()
+def server():
+    srv = HTTPServer(("127.0.0.1", 0), _Handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    _Handler.replies, _Handler.seen = [], []
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def _msg(text):
+    return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+
+def test_endpoint_sends_prompt_and_parses(server, monkeypatch):
+    monkeypatch.setenv("ROUTER_KEY", "sekret")
+    r = EndpointRouter({"base_url": server, "model": "judge", "api_key_env": "ROUTER_KEY"}, max_new_tokens=9)
+    _Handler.replies = [_msg("[START]REASONING[END]"), _msg("I think it's chat?"), {"weird": True}, 503,
+                        _msg("[START]SAFETY[END]")]
+    r.retries = 2
+    assert r.route(Q) == ("REASONING", "endpoint")
+    assert r.route(Q) == ("CHAT", "endpoint-unparsed")
+    assert r.route(Q) == ("CHAT", "endpoint-unparsed")  # malformed JSON shape → garbage → CHAT
+    assert r.route(Q) == ("SAFETY", "endpoint")  # a 503 is retried
+    path, auth, body = _Handler.seen[0]
+    assert path == "/v1/chat/completions" and auth == "Bearer sekret"
+    assert body["model"] == "judge" and body["temperature"] == 0 and body["max_tokens"] == 9
+    # the classification prompt is sent (the paper's released script forgot to)
+    assert body["messages"] == [{"role": "user", "content": classification_prompt(Q)}]
+    assert "[START]" in body["messages"][0]["content"] and "Integrate x^2" in body["messages"][0]["content"]
+
+
+def test_endpoint_down_is_an_error(server):
+    r = EndpointRouter({"base_url": server, "model": "m"}, retries=1)
+    _Handler.replies = [400]
+    with pytest.raises(RuntimeError, match="HTTP 400"):
+        r.route(Q)
+
+
+def test_local_router_picks_most_likely_label(tiny_models):
+    from ratioloop_py.guidance import LABELS
+    from ratioloop_py.scoring import load_scoring_models, make_item, naive_logp
+
+    sm = load_scoring_models({"r": model_spec(tiny_models["strong"])})["r"]
+    out = LocalRouter(sm).route_many([Q, [{"role": "user", "content": "hi"}]])
+    for (label, how, lps), msgs in zip(out, [Q, [{"role": "user", "content": "hi"}]]):
+        assert how == "llm-logprob" and label in LABELS
+        cls = [{"role": "user", "content": classification_prompt(msgs)}]
+        ref = {lab: naive_logp(sm, make_item(sm, cls, f"[START]{lab}[END]", 2048, 64)).sum for lab in LABELS}
+        assert label == max(ref, key=ref.get)
+        for lab in LABELS:
+            assert lps[lab] == pytest.approx(ref[lab], abs=1e-4)
