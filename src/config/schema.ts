@@ -53,7 +53,7 @@ const backend = z.enum(['auto', 'hf', 'vllm']).default('auto');
 const prob = z.number().min(0).max(1);
 
 export const SampleSchema = z.strictObject({
-  n: z.int().min(1).max(256).default(4).describe('responses per prompt (one seeded pass per response)'),
+  n: z.int().min(2, 'must be at least 2: pairs need a best and a worst response').max(256).default(4).describe('responses per prompt (one seeded pass per response)'),
   seeds: z.array(z.int().nonnegative()).min(1).nullable().default(null).describe('explicit seeds; default derived from the run seed and iteration'),
   temperature: z.number().min(0).max(5).default(0.8),
   top_p: prob.gt(0).default(0.95),
@@ -217,9 +217,6 @@ export const ConfigSchema = z
     }
     if (c.sample.seeds && c.sample.seeds.length !== c.sample.n) {
       ctx.addIssue({ code: 'custom', path: ['sample', 'seeds'], message: `has ${c.sample.seeds.length} seeds but sample.n is ${c.sample.n}: give one seed per response` });
-    }
-    if (c.sample.n < 2) {
-      ctx.addIssue({ code: 'custom', path: ['sample', 'n'], message: 'must be at least 2: pairs need a best and a worst response' });
     }
     const l = c.train.launch;
     if (l.num_machines > 1 && !l.main_process_ip) {

@@ -1,0 +1,34 @@
+// The CLI as a user runs it: exit codes and messages.
+import path from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { projectRoot } from '../src/paths';
+
+const cli = (...args: string[]) => execa('node', [path.join(projectRoot, 'bin/ratioloop.js'), ...args], { cwd: projectRoot, reject: false, env: { TEMPORAL_ADDRESS: '' } });
+
+describe('ratioloop CLI', () => {
+  it('validate: 0 for the embedded default', async () => {
+    const r = await cli('validate', 'configs/tiny.yaml');
+    expect(r.exitCode).toBe(0);
+  });
+  it('validate: 2 naming train.beta for a bad config', async () => {
+    const r = await cli('validate', 'test/fixtures/configs/bad-beta.yaml');
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/train\.beta: /);
+  });
+  it('schema prints JSON Schema', async () => {
+    const r = await cli('schema');
+    expect(r.exitCode).toBe(0);
+    expect(JSON.parse(r.stdout).properties.train).toBeDefined();
+  });
+  it('rejects a run id with ../ before touching anything', async () => {
+    const r = await cli('status', '../x');
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('invalid run id');
+  });
+  it('unknown command: usage, exit 2', async () => {
+    const r = await cli('frobnicate');
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('Usage');
+  });
+});
