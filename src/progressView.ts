@@ -55,17 +55,22 @@ export class ProgressView {
       this.drawn = lines.length;
       return;
     }
-    // Plain output: a line when a stage changes state, and progress at most every 10 s per stage.
+    // Plain output: a line when a stage changes phase, and progress lines at most every 10 s per stage.
     const now = Date.now();
     for (const l of lines.slice(1)) {
       const key = l.slice(0, 20);
-      const state = l.replace(/\d+\/\d+.*$/, 'progress');
+      const phase = l.slice(20).trim().split(/[\s:]/)[0] ?? '';
+      const numeric = /^\d+\/\d+$/.test(phase);
       const prev = this.lastPlain.get(key);
       const at = this.lastPlainAt.get(key) ?? 0;
-      if (prev === undefined ? !/pending$/.test(l) : prev !== state || (state.endsWith('progress') && now - at > 10_000 && l !== prev)) {
-        if (prev === undefined && /pending$/.test(l)) continue;
-        this.out.write(`${new Date().toISOString().slice(11, 19)} ${l.trim()}\n`);
-        this.lastPlain.set(key, state);
+      if (prev === undefined && phase === 'pending') {
+        this.lastPlain.set(key, phase);
+        continue;
+      }
+      const changed = numeric ? prev !== 'progress' : prev !== phase;
+      if (changed || ((numeric || phase === 'starting…' || phase === 'running') && now - at >= 10_000)) {
+        this.out.write(`${new Date(now).toISOString().slice(11, 19)} ${l.trim()}\n`);
+        this.lastPlain.set(key, numeric ? 'progress' : phase);
         this.lastPlainAt.set(key, now);
       }
     }

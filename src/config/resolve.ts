@@ -23,6 +23,24 @@ function resolveModel<M extends ModelConfig>(m: M, base: string): M {
   return { ...m, ...(m.path ? { path: path.resolve(base, m.path) } : {}), ...(m.tokenizer && /^[.~/]/.test(m.tokenizer) ? { tokenizer: path.resolve(base, m.tokenizer) } : {}) };
 }
 
+/** A config path value: null and "official" pass through; anything else becomes absolute against the config folder. */
+const filePath = (v: string | null, base: string): string | null => (v === null || v === 'official' ? v : path.resolve(base, v));
+
+function resolveEvalPaths(e: RunConfig['evaluate'], base: string) {
+  return {
+    cache_dir: filePath(e.cache_dir, base),
+    arena_hard: { ...e.arena_hard, questions: filePath(e.arena_hard.questions, base), baseline_answers: filePath(e.arena_hard.baseline_answers, base) },
+    alpaca_eval: {
+      ...e.alpaca_eval,
+      instructions: filePath(e.alpaca_eval.instructions, base),
+      reference_outputs: filePath(e.alpaca_eval.reference_outputs, base),
+      instruction_difficulty: filePath(e.alpaca_eval.instruction_difficulty, base),
+    },
+    mt_bench: { ...e.mt_bench, questions: filePath(e.mt_bench.questions, base), reference_answers: filePath(e.mt_bench.reference_answers, base) },
+    judge: { ...e.judge, cache_path: filePath(e.judge.cache_path, base) },
+  };
+}
+
 const ms = (d: string): string => d.replace(/\s+/g, ' ');
 
 function stageOptions(config: RunConfig, stage: StageName): StageActivityOptions {
@@ -61,7 +79,7 @@ export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
     score: { ...score, guidance: { enabled: guidance.enabled }, models: { strong: models.strong, weak: models.weak, ...(models.router ? { router: models.router } : {}) } },
     pairs: { ...config.pairs, reward: config.score.reward },
     train: { ...config.train, models: { policy: models.policy } },
-    evaluate: { ...evaluate, baseline, models: { policy: models.policy, ...(models.judge ? { judge: models.judge } : {}) } },
+    evaluate: { ...evaluate, ...resolveEvalPaths(config.evaluate, base), models: { policy: models.policy, ...(models.judge ? { judge: models.judge } : {}) } },
   };
 
   const staticInputs: RunPlan['staticInputs'] = {};

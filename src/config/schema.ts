@@ -131,23 +131,54 @@ export const TrainSchema = z.strictObject({
 
 const BENCHMARKS = ['arena_hard', 'alpaca_eval', 'mt_bench'] as const;
 
+const benchLimit = z.union([z.int().positive(), z.null(), z.partialRecord(z.enum(BENCHMARKS), z.int().positive())]);
+const answersSource = z.string().min(1).nullable().default(null).describe('a path, "official" (downloaded, pinned by revision and sha256), or null (the data folder\'s file / the baseline policy\'s answers)');
+
 export const EvaluateSchema = z.strictObject({
   enabled: z.boolean().default(true),
   benchmarks: z.array(z.enum(BENCHMARKS)).min(1).default([...BENCHMARKS]),
   data: z.string().min(1).nullable().default(null).describe('folder with the eval sets (layout of configs/eval); null = the built-in mini sets'),
-  baseline: z.enum(['base_policy', 'official']).default('base_policy').describe('base_policy: answers of the iteration-0 policy are the baseline/reference; official: the official baseline answers'),
-  limit: z.int().positive().nullable().default(null),
+  baseline: z.enum(['base_policy', 'official']).default('base_policy').describe('base_policy: answers of the iteration-0 policy are the ArenaHard baseline / AlpacaEval reference; official: answer files (see arena_hard.baseline_answers, alpaca_eval.reference_outputs)'),
+  limit: benchLimit.default(null).describe('questions per benchmark: one number for all, or {benchmark: number}'),
   max_new_tokens: z.int().positive().default(256),
   batch_size: z.int().positive().default(8),
   backend,
+  top_p: prob.gt(0).default(1.0),
   bootstrap_rounds: z.int().positive().default(100),
-  arena_hard: z.strictObject({ bradley_terry: z.boolean().default(false) }).prefault({}),
+  bootstrap_seed: z.int().nonnegative().default(42),
+  model_name: z.string().min(1).nullable().default(null).describe('name written into answer files; null = ratioloop-iter<k>'),
+  cache_dir: z.string().min(1).nullable().default(null).describe('download cache for official data; null = .ratioloop/cache/eval'),
+  arena_hard: z
+    .strictObject({
+      questions: z.string().min(1).nullable().default(null),
+      baseline_answers: answersSource,
+      bradley_terry: z.boolean().default(false),
+      verdict_parser: z.enum(['v0.1', 'latest']).default('v0.1'),
+    })
+    .prefault({}),
+  alpaca_eval: z
+    .strictObject({
+      instructions: z.string().min(1).nullable().default(null),
+      reference_outputs: answersSource,
+      instruction_difficulty: z.string().min(1).nullable().default(null).describe('instruction_difficulty.csv (HF Hub, tatsu-lab/alpaca_eval) for the official LC fit'),
+      judge_temperature: z.number().min(0).max(2).default(1.0),
+    })
+    .prefault({}),
+  mt_bench: z
+    .strictObject({
+      questions: z.string().min(1).nullable().default(null),
+      reference_answers: answersSource,
+    })
+    .prefault({}),
   judge: z
     .strictObject({
-      max_tokens: z.int().positive().default(2048),
+      max_tokens: z.union([z.int().positive(), z.null(), z.partialRecord(z.enum(BENCHMARKS), z.int().positive())]).default(null),
       concurrency: z.int().positive().default(4),
       max_retries: z.int().nonnegative().default(5),
+      backoff_s: z.number().positive().default(1.0),
+      timeout_s: z.number().positive().default(120),
       cache: z.boolean().default(true),
+      cache_path: z.string().min(1).nullable().default(null),
     })
     .prefault({}),
 });
