@@ -1,0 +1,255 @@
+"""Sample stage: N on-policy responses per prompt, one seeded pass (shard) per response seed, resumable.
+
+    python scripts/sample.py --spec <outputDir>/spec.json
+
+inputs:  prompts (JSONL {id, messages, domain?}; or params.prompts.hf instead), policy (optional model dir
+         that overrides params.models.policy, e.g. the previous iteration's trained model)
+outputs: samples.jsonl (manifest output "samples"): {prompt_id, messages, domain?, responses: [{text, seed,
+         finish_reason, n_tokens}], all_identical}, ordered by prompt id; shards partial/seed-<s>.jsonl.
+
+Resume: every seed's shard is appended and fsynced per batch; a rerun skips the batches already there, and
+each batch is seeded from its own content, so the merged output equals an uninterrupted run byte for byte.
+Scale: under accelerate/torchrun each rank generates a strided slice of the prompts into its own shards
+(partial/seed-<s>.rank-<r>-of-<w>.jsonl), marks itself done, and rank 0 merges.
+
+Test hook: RATIOLOOP_TEST_CRASH_AFTER_BATCHES=k makes the process exit with status 1 right after its k-th
+generated batch is flushed (to test resume without racing a kill). Never set it outside tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ratioloop_py.errors import BadInput  # noqa: E402
+from ratioloop_py.generate import batch_seed, generate_batch, generate_vllm, load_vllm, vllm_importable  # noqa: E402
+from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_partial_jsonl  # noqa: E402
+from ratioloop_py.models import encode, load_model, load_tokenizer, pick_device, setup_threads  # noqa: E402
+from ratioloop_py.sampling import (BadRows, LoadStats, Rendered, SampleParams, batch_key, dedup_sort,  # noqa: E402
+                                   load_prompts_hf, load_prompts_jsonl, merge, plan_batches, rank_slice, render_fit,
+                                   resolve_params, shard_name, summarize, tokenizer_adds_bos, with_system)
+from ratioloop_py.stage import Stage, run_stage, spec_hash, world  # noqa: E402
+
+VLLM_CHUNK = 256  # vLLM schedules its own batches; chunks only set how often a shard is flushed
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, spec: dict[str, Any], tok, prm: SampleParams, device: str):
+        self.model = load_model(spec, device)
+        self.tok, self.prm = tok, prm
+
+    def generate(self, texts: list[str], ids: list[str], seed: int) -> list[dict[str, Any]]:
+        p = self.prm
+        return generate_batch(self.model, self.tok, texts, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+                              top_p=p.top_p, top_k=p.top_k, seed=seed, key=batch_key(ids), stop=p.stop,
+                              stop_token_ids=p.stop_token_ids)
+
+
+class VllmBackend:
+    name = "vllm"
+
+    def __init__(self, spec: dict[str, Any], tok, prm: SampleParams, run_seed: int):
+        self.llm = load_vllm(spec, tensor_parallel_size=prm.tensor_parallel_size, seed=run_seed,
+                             max_model_len=prm.max_prompt_tokens + prm.max_new_tokens)
+        self.tok, self.prm = tok, prm
+
+    def generate(self, texts: list[str], ids: list[str], seed: int) -> list[dict[str, Any]]:
+        p = self.prm
+        # One seed per request, from (response seed, prompt id): batching never changes a response.
+        return generate_vllm(self.llm, self.tok, [encode(self.tok, t) for t in texts], max_new_tokens=p.max_new_tokens,
+                             temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                             seeds=[batch_seed(seed, pid) for pid in ids], stop=p.stop,
+                             stop_token_ids=p.stop_token_ids)
+
+
+def choose_backend(prm: SampleParams, spec: dict[str, Any], world_size: int) -> str:
+    import torch
+
+    backend = prm.backend
+    if backend == "auto":
+        gpu = torch.cuda.is_available() and spec.get("device", "auto") != "cpu"
+        backend = "vllm" if gpu and vllm_importable() and world_size == 1 else "hf"
+    if backend == "vllm":
+        if not vllm_importable():
+            raise BadInput("params.backend: vllm is not installed in this environment (use hf or auto)")
+        if world_size > 1:
+            raise BadInput("params.backend: vllm runs as one process (use tensor_parallel_size), not under "
+                           "accelerate/torchrun with several processes")
+    return backend
+
+
+def load_prompts(stage: Stage, prm: SampleParams, bad: BadRows):
+    path = stage.input_path("prompts", required=False)
+    if path is not None and prm.hf is not None:
+        raise BadInput("give either spec.inputs.prompts (a JSONL file) or params.prompts.hf (a dataset), not both")
+    if path is not None:
+        prompts = load_prompts_jsonl(path, bad)
+    elif prm.hf is not None:
+        prompts = load_prompts_hf(prm.hf, bad)
+    else:
+        raise BadInput("spec.inputs.prompts: missing, and params.prompts.hf is not set (the stage needs prompts)")
+    return dedup_sort(prompts, bad, prm.limit)
+
+
+def reset_if_stale(partial: Path, stage: Stage, seeds: list[int], rank: int, world_size: int) -> None:
+    """Shards left by a different spec (changed params, prompts or model) must not be resumed from."""
+    state = partial / ("state.json" if world_size == 1 else f"state.rank-{rank}-of-{world_size}.json")
+    want = spec_hash(stage.spec)
+    try:
+        have = json.loads(state.read_text())["specHash"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        have = None
+    if have == want:
+        return
+    for s in seeds:
+        (partial / shard_name(s, rank, world_size)).unlink(missing_ok=True)
+    done_marker(partial, rank, world_size).unlink(missing_ok=True)
+    if have is not None:
+        stage.log(f"partial shards were made by another spec; starting this rank's shards afresh", level="warn")
+    atomic_write_json(state, {"specHash": want})
+
+
+def done_marker(partial: Path, rank: int, world_size: int) -> Path:
+    return partial / f"rank-{rank}-of-{world_size}.done.json"
+
+
+def wait_for_ranks(partial: Path, stage: Stage, world_size: int) -> list[dict[str, Any]]:
+    """Rank 0 waits until every rank has marked its shards complete for this spec."""
+    want = spec_hash(stage.spec)
+    timeout = float(os.environ.get("RATIOLOOP_MERGE_TIMEOUT_S", "86400"))
+    t0 = time.monotonic()
+    while True:
+        marks = []
+        for r in range(world_size):
+            try:
+                m = json.loads(done_marker(partial, r, world_size).read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                break
+            if m.get("specHash") != want:
+                break
+            marks.append(m)
+        if len(marks) == world_size:
+            return marks
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"ranks did not finish within {timeout:.0f}s (have {len(marks)}/{world_size} done markers)")
+        time.sleep(1.0)
+
+
+def main(stage: Stage) -> None:
+    setup_threads()
+    prm = resolve_params(stage.params, stage.seed, stage.iteration)
+    rank, world_size = world()
+    spec = stage.model_spec("policy")
+    template = spec.get("template", "chat")
+
+    stats = LoadStats()
+    bad = BadRows(prm.on_bad_row, stats, log=lambda m: stage.log(m, level="warn"))
+    prompts = load_prompts(stage, prm, bad)
+
+    tok = load_tokenizer(spec)
+    adds_bos = tokenizer_adds_bos(tok)
+    rendered: dict[str, Rendered] = {}
+    kept = []
+    for p in prompts:
+        try:
+            rendered[p.id] = render_fit(tok, with_system(p.messages, prm.system_prompt), template,
+                                        prm.max_prompt_tokens, prm.truncation, adds_bos)
+            kept.append(p)
+        except ValueError as e:
+            bad(p.where, str(e))
+    prompts = kept
+    if not prompts:
+        raise BadInput("no usable prompts (every row was skipped or the source is empty)")
+
+    backend_name = choose_backend(prm, spec, world_size)
+    partial = stage.partial_dir
+    reset_if_stale(partial, stage, prm.seeds, rank, world_size)
+
+    # Longest first (memory problems show up at once; batches pad little), then by id for a stable plan.
+    order = sorted(prompts, key=lambda p: (-rendered[p.id].n_tokens, p.id))
+    mine = [p.id for p in rank_slice(order, rank, world_size)]
+    batches = plan_batches(mine, max(prm.batch_size, VLLM_CHUNK) if backend_name == "vllm" else prm.batch_size)
+
+    crash_after = int(os.environ.get("RATIOLOOP_TEST_CRASH_AFTER_BATCHES", "0") or 0)
+    backend = None
+    total, done = len(mine) * len(prm.seeds), 0
+    gen_tokens, gen_seconds, gen_batches = 0, 0.0, 0
+    stage.progress(0, total, "responses")
+    for s in prm.seeds:
+        # Opening the appender first cuts a torn last line, so what is read back is exactly what is kept.
+        with JsonlAppender(partial / shard_name(s, rank, world_size)) as app:
+            have = {r["prompt_id"] for r in read_partial_jsonl(app.path)}
+            for batch in batches:
+                todo = [pid for pid in batch if pid not in have]
+                if todo:
+                    if backend is None:
+                        if backend_name == "vllm":
+                            backend = VllmBackend(spec, tok, prm, stage.seed)
+                        else:
+                            device = pick_device(spec)
+                            if device == "cuda" and world_size > 1:
+                                device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+                            backend = HFBackend(spec, tok, prm, device)
+                    t0 = time.perf_counter()
+                    # The whole batch is regenerated even if a torn write kept part of it: its draw depends on it.
+                    results = backend.generate([rendered[pid].text for pid in batch], batch, s)
+                    gen_seconds += time.perf_counter() - t0
+                    gen_tokens += sum(r["n_tokens"] for r in results)
+                    app.write_batch([{"prompt_id": pid, "seed": s, **r} for pid, r in zip(batch, results) if pid in todo])
+                    have.update(todo)
+                    gen_batches += 1
+                    if gen_batches % 10 == 0:
+                        stage.metric("tokens_per_s", round(gen_tokens / max(gen_seconds, 1e-9), 2), step=gen_batches)
+                    if crash_after and gen_batches >= crash_after:
+                        print(f"RATIOLOOP_TEST_CRASH_AFTER_BATCHES={crash_after}: exiting after batch {gen_batches}",
+                              file=sys.stderr)
+                        raise SystemExit(1)
+                done += len(batch)
+                stage.progress(done, total, "responses")
+
+    mark = {"specHash": spec_hash(stage.spec), "tokens": gen_tokens, "seconds": gen_seconds}
+    if world_size > 1:
+        atomic_write_json(done_marker(partial, rank, world_size), mark)
+        if rank != 0:
+            return
+        marks = wait_for_ranks(partial, stage, world_size)
+    else:
+        marks = [mark]
+
+    shard_rows = {s: [row for r in range(world_size) for row in read_partial_jsonl(partial / shard_name(s, r, world_size))]
+                  for s in prm.seeds}
+    rows = merge(prompts, rendered, prm.seeds, shard_rows)
+    out = stage.output_dir / "samples.jsonl"
+    atomic_write_jsonl(out, rows)
+
+    tokens = sum(m["tokens"] for m in marks)
+    seconds = max(m["seconds"] for m in marks)
+    metrics: dict[str, Any] = {
+        **summarize(rows),
+        "generated_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 2) if tokens and seconds > 0 else None,
+        "input_rows": stats.rows,
+        "skipped_bad_rows": len(stats.skipped),
+        "duplicate_prompts_dropped": stats.duplicates,
+        "truncated_prompts": sum(1 for p in prompts if rendered[p.id].truncated),
+        "n": len(prm.seeds),
+    }
+    for k in ("tokens_per_s", "response_tokens_mean", "response_tokens_p95", "frac_cut_at_max_new_tokens",
+              "identical_response_prompts", "skipped_bad_rows"):
+        if metrics[k] is not None:
+            stage.metric(k, metrics[k])
+    stage.write_manifest(outputs={"samples": out}, metrics=metrics, extra={"sample": {
+        "backend": backend_name, "seeds": prm.seeds, "world_size": world_size,
+        "skipped_rows": stats.skipped[:50],
+    }})
+
+
+if __name__ == "__main__":
+    run_stage(main)
