@@ -94,3 +94,11 @@ describe('run ids', () => {
     expect(validateRunId(id)).toBe(id);
   });
 });
+
+describe('docs/configuration.md', () => {
+  it('is the current schema (regenerate with npm run docs:config)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { configReferenceMarkdown } = await import('../src/config/reference');
+    expect(await readFile(path.join(projectRoot, 'docs/configuration.md'), 'utf8')).toBe(configReferenceMarkdown());
+  });
+});
