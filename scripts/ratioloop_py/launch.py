@@ -24,6 +24,7 @@ from typing import Any
 from .errors import BadInput
 
 LAUNCHED_ENV = "RATIOLOOP_LAUNCHED"
+MACHINE_RANK_ENV = "RATIOLOOP_MACHINE_RANK"  # overrides params.launch.machine_rank on machines 1..n-1
 RESOLVED_ENV = "RATIOLOOP_LAUNCH_RESOLVED"  # the supervisor's resolved launch block (JSON), read by the ranks
 STATUS_PREFIX = "exit_status.rank"
 
@@ -60,6 +61,12 @@ def resolve_launch(raw: dict[str, Any] | None, gpu: bool | None = None) -> dict[
         raise BadInput(f"params.launch: unknown keys {sorted(unknown)} (known: {sorted(LAUNCH_DEFAULTS)})")
     L = dict(LAUNCH_DEFAULTS)
     L.update({k: v for k, v in (raw or {}).items() if v is not None})  # null means "the default"
+    # Multi-node: every machine runs the same spec; each one says which machine it is through its environment.
+    if os.environ.get(MACHINE_RANK_ENV, "").strip():
+        try:
+            L["machine_rank"] = int(os.environ[MACHINE_RANK_ENV])
+        except ValueError:
+            raise BadInput(f"{MACHINE_RANK_ENV}={os.environ[MACHINE_RANK_ENV]!r}: expected an integer") from None
     for key in ("num_processes", "num_machines", "machine_rank", "main_process_port"):
         v = L[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (key in ("num_processes", "num_machines") and v < 1):

@@ -285,18 +285,54 @@ def test_resume_after_kill_matches_uninterrupted(baseline, tiny_models):
     assert json.loads((out / "manifest.json").read_text())["metrics"]["resumed_from_step"] == 2
 
 
-def test_two_cpu_processes_match_one(baseline, tiny_models):
+def _live_processes(marker: str) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_two_cpu_processes_survive_a_group_kill_and_match_one(baseline, tiny_models):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import SCRIPTS
+
     tmp, base, _ = baseline
     # 2 processes × 1 pair = the same effective batch as 1 process × 2 pairs
     spec = _spec(tmp, tiny_models, "ddp", per_device_train_batch_size=1, launch={"num_processes": 2})
+    # Like the TS runner: its own process group, killed as a group (kill -9) mid-training. torchrun puts each rank
+    # in a session of its own, so this checks that no rank outlives the kill.
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "train_simpo.py"), "--spec", str(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("{") and json.loads(line).get("done", 0) >= 1:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while _live_processes(str(spec)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _live_processes(str(spec)), "a training rank survived the kill of its process group"
+
     res = run_script("train_simpo.py", spec)
     out = tmp / "ddp"
     man = json.loads((out / "manifest.json").read_text())
     assert man["training"]["effective_batch"]["processes"] == 2 and man["metrics"]["effective_batch"] == 2
-    # rank 0 alone reports progress
+    # rank 0 alone reports progress, and the step count continues from the checkpoint
     progress = [e["done"] for e in stdout_events(res) if e["type"] == "progress"]
-    assert progress == list(range(0, 5))
+    assert progress == list(range(progress[0], 5))
     _assert_close(_weights(out), _weights(base), 1e-5)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
 def test_bad_pairs_exit_2_before_launch(tmp_path, tiny_models):
