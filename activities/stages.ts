@@ -1,5 +1,6 @@
 // The stage activity: done/skip rule, spec.json, the Python stage through the runner, manifest verification.
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { StageActivities } from './types';
@@ -97,6 +98,15 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       const specPath = path.join(outputDir, 'spec.json');
       await writeJsonAtomic(specPath, { ...spec, specHash: hash });
 
+      // Which worker ran which attempt: with worker pools on many machines, this is where to look for its logs.
+      await writeJsonAtomic(path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.worker.json`), {
+        hostname: os.hostname(),
+        pid: process.pid,
+        taskQueue: ctx.info.taskQueue,
+        activityId: ctx.info.activityId,
+        workflowRunId: ctx.info.workflowExecution?.runId,
+        startedAt: new Date(started).toISOString(),
+      });
       let beat: StageHeartbeat = { stage: req.stage, iteration: req.iteration, done: 0, total: 0, unit: '', startedAtMs: started, updatedAtMs: started };
       ctx.heartbeat(beat);
       // Heartbeat while the process lives, even when it prints nothing (model loading): a dead worker is what
