@@ -91,7 +91,7 @@ export async function compareRuns(runsDir: string, runIds: string[]): Promise<Co
         marginMean: pick(pairsM, 'margin_mean', 'margin.mean'),
         marginByDomain: byDomain,
         trainLoss: pick(m('train'), 'final_loss', 'train_loss', 'loss'),
-        trainAccuracy: pick(m('train'), 'final_accuracy', 'accuracy', 'rewards/accuracies'),
+        trainAccuracy: pick(m('train'), 'final_preference_accuracy', 'final_accuracy', 'accuracy'),
         eval: evalScores(m('evaluate')),
         durationsMs: durations,
         trainCurve: await readCurve(path.join(stageDirOf(runDir, k, 'train'), 'metrics.jsonl')),

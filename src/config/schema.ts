@@ -100,7 +100,7 @@ export const LaunchSchema = z.strictObject({
   machine_rank: z.int().nonnegative().default(0),
   main_process_ip: z.string().nullable().default(null),
   main_process_port: z.int().min(1).max(65535).default(29500),
-  mixed_precision: z.enum(['no', 'fp16', 'bf16']).default('no'),
+  mixed_precision: z.enum(['auto', 'no', 'fp16', 'bf16']).default('auto').describe('auto = bf16 on GPU, no on CPU'),
   deepspeed_zero_stage: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3)]).nullable().default(null),
   fsdp: z.boolean().default(false),
   cpu: z.boolean().nullable().default(null).describe('force CPU training; null = when no GPU is present'),
