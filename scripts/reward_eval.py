@@ -138,6 +138,8 @@ def load_config(args) -> tuple[dict[str, Any], int, Path]:
     cfg["models"] = models
     if args.router_kind:
         cfg["router"] = {**(cfg.get("router") or {}), "kind": args.router_kind}
+    if args.router_label:
+        cfg["router"] = {**(cfg.get("router") or {}), "label": args.router_label}
     for key in ("batch_size", "max_prompt_tokens", "max_response_tokens", "reward"):
         v = getattr(args, key)
         if v is not None:
@@ -287,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weak-template", type=str, default=None, help="chat | none | <jinja>")
     ap.add_argument("--router-template", type=str, default=None, help="chat | none | <jinja>")
     ap.add_argument("--router-kind", choices=["llm", "field", "fixed"], default=None)
+    ap.add_argument("--router-label", choices=["CHAT", "SAFETY", "REASONING"], default=None,
+                    help="the label of the fixed router")
     ap.add_argument("--guidance", type=str, default=None, help="guidance folder (default configs/guidance)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
