@@ -109,9 +109,8 @@ def load_vllm(spec: dict[str, Any], *, tensor_parallel_size: int = 1, seed: int 
 
     from .models import source_of
 
-    dtype = spec.get("dtype", "auto")
     kwargs: dict[str, Any] = dict(model=source_of(spec), tokenizer=spec.get("tokenizer") or source_of(spec),
-                                  dtype=dtype if dtype != "auto" else "auto",
+                                  dtype=spec.get("dtype", "auto"),
                                   tensor_parallel_size=int(tensor_parallel_size), seed=int(seed))
     if max_model_len:
         kwargs["max_model_len"] = int(max_model_len)

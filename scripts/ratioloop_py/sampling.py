@@ -246,6 +246,8 @@ def _open_dataset(name: str, split: str, config: str | None):
     except BadInput:
         raise
     except Exception as e:  # noqa: BLE001 - offline hub misses, bad splits, bad files: not retryable
+        if "Connection" in type(e).__name__ or "Timeout" in type(e).__name__:
+            raise  # a network hiccup: let the runner retry
         raise BadInput(f"params.prompts.hf: cannot load dataset {name!r} split {split!r}: {type(e).__name__}: {e}") from None
 
 
