@@ -258,7 +258,7 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainingArguments
 
     from ratioloop_py.models import load_tokenizer, source_of
-    from ratioloop_py.simpo import (CRASH_ENV, STAGING, CrashAfterSteps, PairCollator, SimPOTrainer, StageCallback,
+    from ratioloop_py.simpo import (CRASH_ENV, DELAY_ENV, STAGING, CrashAfterSteps, StepDelay, PairCollator, SimPOTrainer, StageCallback,
                                     checkpoint_step, latest_checkpoint, tokenize_pair)
 
     L = json.loads(os.environ[RESOLVED_ENV]) if RESOLVED_ENV in os.environ else resolve_launch(p["launch"])
@@ -337,6 +337,8 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
     callbacks = [callback]
     if os.environ.get(CRASH_ENV):
         callbacks.append(CrashAfterSteps(int(os.environ[CRASH_ENV])))
+    if os.environ.get(DELAY_ENV):
+        callbacks.append(StepDelay(float(os.environ[DELAY_ENV])))
 
     trainer = SimPOTrainer(
         model=model, args=args, train_dataset=_Rows(train_rows), eval_dataset=_Rows(test_rows) if test_rows else None,

@@ -11,7 +11,7 @@ import { writeHtmlReport } from './client/report';
 import { resolveTemporal, startDevServer, type TemporalTarget } from './devServer';
 import { log } from './log';
 import { ProgressView, statusLines } from './progressView';
-import { listRuns, newRunId, RunIdError, validateRunId } from './runStore';
+import { listRuns, newRunId, readRun, runDirOf, RunIdError, validateRunId } from './runStore';
 import { connectClient, prepareNamespace, settingsFromEnv } from './temporal';
 import { QUEUE_ROLES, startWorkers, type QueueRole, type WorkerSet } from './worker';
 import { runRewardEval } from './client/rewardEval';
@@ -113,13 +113,14 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
   } else {
     runId = validateRunId(need(positionals, 1, 'RUN_ID')[0]!);
   }
+  // In-process workers serve the queues the run was planned with (a resumed run keeps its recorded plan).
+  const queues = config ? config.taskQueues : (await readRun(runDirOf(runsDir, runId)).catch(() => undefined))?.plan.queues;
   return withTemporal(async (client, target) => {
     if (detach && target.owned) {
       throw new UserError('--detach needs a Temporal server and workers that outlive this command: start `ratioloop server` and `ratioloop worker` (or set TEMPORAL_ADDRESS), then run again');
     }
     let workers: WorkerSet | undefined;
     if (!noWorker) {
-      const queues = config?.taskQueues;
       workers = await startWorkers({ settings: target.settings, roles: QUEUE_ROLES, ...(queues ? { queues } : {}) });
     }
     const onSigint = (): void => {

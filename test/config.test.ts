@@ -39,7 +39,7 @@ describe('config validation', () => {
     ['bad duration', (c) => (c.timeouts = { train: { startToClose: 'forever' } }), 'timeouts.train.startToClose:'],
     ['prompt_length ≥ max_length', (c) => (c.train = { max_length: 128, max_prompt_length: 256 }), 'train.max_prompt_length: must be below train.max_length'],
     ['seeds count ≠ n', (c) => (c.sample = { n: 3, seeds: [1, 2] }), 'sample.seeds:'],
-    ['llm router without a router model', (c) => delete (c.models as Partial<Raw['models']>).router, 'models.router: required when score.router.kind is "llm"'],
+    ['router kind typo', (c) => (c.score = { router: { kind: 'llmm' } }), 'score.router.kind:'],
     ['multi-node without an address', (c) => (c.train = { launch: { num_machines: 2 } }), 'train.launch.main_process_ip: required'],
     ['endpoint with a bad env var name', (c) => (c.models.judge = { endpoint: { base_url: 'https://api.example.com/v1', model: 'gpt-4', api_key_env: 'my key' } } as never), 'models.judge.endpoint.api_key_env:'],
     ['bad task queue name', (c) => (c.taskQueues = { gpu: 'gpu queue!' }), 'taskQueues.gpu:'],

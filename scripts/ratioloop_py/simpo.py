@@ -31,6 +31,7 @@ IGNORE = -100
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STAGING = ".staging"
 CRASH_ENV = "RATIOLOOP_TEST_CRASH_AFTER_STEPS"
+DELAY_ENV = "RATIOLOOP_TEST_STEP_DELAY_S"
 
 
 # --------------------------------------------------------------------------------------------- tokenization
@@ -263,6 +264,19 @@ class StageCallback(TrainerCallback):
                 row[k] = float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None
         self.appender.write_batch([row])
         self.stage.metric("loss", row.get("loss"), state.global_step)
+
+
+class StepDelay(TrainerCallback):
+    """Test hook: RATIOLOOP_TEST_STEP_DELAY_S=x sleeps x seconds after each step, so the end-to-end fault tests
+    can kill a worker while training is surely still running. Never set it in real runs."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_step_end(self, args, state, control, **kw):
+        import time
+
+        time.sleep(self.seconds)
 
 
 class CrashAfterSteps(TrainerCallback):

@@ -14,7 +14,7 @@ export async function runRewardEval(opts: { configPath: string; pairs: string; j
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-reward-eval-'));
   try {
     const cfg = path.join(tmp, 'score.json');
-    await writeFile(cfg, JSON.stringify({ params: plan.stagePlans.score.params, guidance: plan.staticInputs.guidance?.path ?? BUILTIN_GUIDANCE, seed: plan.seed }));
+    await writeFile(cfg, JSON.stringify({ ...plan.stagePlans.score.params, seed: plan.seed, guidance_dir: plan.staticInputs.guidance?.path ?? BUILTIN_GUIDANCE }));
     const args = [path.join(scriptsDir, 'reward_eval.py'), '--config-json', cfg, '--pairs', path.resolve(opts.pairs), ...(opts.json ? ['--json'] : []), ...(opts.limit ? ['--limit', String(opts.limit)] : [])];
     const res = await execa(pythonPath(), args, { cwd: projectRoot, stdio: 'inherit', reject: false });
     return res.exitCode ?? 1;

@@ -62,6 +62,7 @@ export const SampleSchema = z.strictObject({
   max_prompt_tokens: z.int().positive().default(1024),
   truncation: z.enum(['left', 'middle']).default('middle'),
   stop: z.array(z.string().min(1)).default([]),
+  stop_token_ids: z.array(z.int().nonnegative()).default([]),
   batch_size: z.int().positive().default(8),
   backend,
   tensor_parallel_size: z.int().positive().default(1),
@@ -73,11 +74,13 @@ export const ScoreSchema = z.strictObject({
   max_prompt_tokens: z.int().positive().default(2048),
   max_response_tokens: z.int().positive().default(2048),
   batch_size: z.int().positive().default(8),
+  max_batch_tokens: z.int().positive().default(8192).describe('cap on padded tokens per forward pass (bounds logits memory)'),
   backend,
   router: z
     .strictObject({
-      kind: z.enum(['llm', 'field', 'fixed']).default('llm'),
+      kind: z.enum(['llm', 'field', 'fixed']).default('llm').describe('llm: a model picks the label (models.router, else the strong model); field: the prompt\'s domain; fixed: label'),
       label: z.enum(['CHAT', 'SAFETY', 'REASONING']).default('CHAT'),
+      max_new_tokens: z.int().positive().default(16).describe('answer length for an endpoint router'),
     })
     .prefault({}),
   guidance: z
@@ -237,9 +240,6 @@ export const ConfigSchema = z
     timeouts: TimeoutsSchema,
   })
   .superRefine((c, ctx) => {
-    if (c.score.router.kind === 'llm' && !c.models.router) {
-      ctx.addIssue({ code: 'custom', path: ['models', 'router'], message: 'required when score.router.kind is "llm" (or set score.router.kind to "field" or "fixed")' });
-    }
     if (c.evaluate.enabled && !c.models.judge) {
       ctx.addIssue({ code: 'custom', path: ['models', 'judge'], message: 'required when evaluate.enabled is true (or set evaluate.enabled: false)' });
     }
