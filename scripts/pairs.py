@@ -214,6 +214,11 @@ def main(stage: Stage) -> None:
         "margin_min": min(margins),
         "margin_max": max(margins),
         "margin_std": float(statistics.pstdev(margins)),
+        # Per routed domain: does guidance (SAFETY/REASONING) separate responses more than plain chat?
+        "margin_by_domain": {d: _mean([x["margin"] for x in kept if (x.get("domain") or "UNKNOWN") == d])
+                             for d in sorted({x.get("domain") or "UNKNOWN" for x in kept})},
+        "kept_by_domain": {d: sum(1 for x in kept if (x.get("domain") or "UNKNOWN") == d)
+                           for d in sorted({x.get("domain") or "UNKNOWN" for x in kept})},
         # Length bias of the summed reward shows up as chosen responses being longer than rejected ones.
         "chosen_tokens_mean": _mean(ct),
         "rejected_tokens_mean": _mean(rt),

@@ -59,8 +59,9 @@ function evalScores(m: Record<string, unknown> | undefined): IterationRow['eval'
     const low = num(m[`${bench}.ci_low`]);
     const high = num(m[`${bench}.ci_high`]);
     const se = num(m[`${bench}.se`]);
-    const isHeadline = /\.(score|lc_win_rate|win_rate)$/.test(k);
-    out[k] = { value, ...(isHeadline && low !== undefined ? { low } : {}), ...(isHeadline && high !== undefined ? { high } : {}), ...(isHeadline && low === undefined && se !== undefined ? { low: value - 1.96 * se, high: value + 1.96 * se } : {}) };
+    // Intervals as each benchmark reports them: bootstrap CI for ArenaHard, ±1.96 SE for the AlpacaEval win rate.
+    const interval = k === `${bench}.score` && low !== undefined && high !== undefined ? { low, high } : k === `${bench}.win_rate` && se !== undefined ? { low: value - 1.96 * se, high: value + 1.96 * se } : {};
+    out[k] = { value, ...interval };
   }
   return out;
 }
