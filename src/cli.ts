@@ -252,6 +252,7 @@ async function main(argv: string[]): Promise<number> {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       await srv.exited;
+      await srv.stop(); // idempotent: waits for the clean-up (server.json) a signal started
       return EXIT.ok;
     }
     case 'reward-eval': {
