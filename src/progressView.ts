@@ -58,8 +58,10 @@ export class ProgressView {
     // Plain output: a line when a stage changes phase, and progress lines at most every 10 s per stage.
     const now = Date.now();
     for (const l of lines.slice(1)) {
-      const key = l.slice(0, 20);
-      const phase = l.slice(20).trim().split(/[\s:]/)[0] ?? '';
+      const m = /^\s*iter (\d+)\s+(\S+)\s+(.*)$/.exec(l);
+      if (!m) continue;
+      const key = `${m[1]}:${m[2]}`;
+      const phase = (m[3] ?? '').split(/[\s:]/)[0] ?? '';
       const numeric = /^\d+\/\d+$/.test(phase);
       const prev = this.lastPlain.get(key);
       const at = this.lastPlainAt.get(key) ?? 0;

@@ -1,0 +1,35 @@
+// Live progress rendering: rate and ETA, and plain (non-TTY) output that prints changes, not every poll.
+import { describe, expect, it } from 'vitest';
+import { liveText, ProgressView } from '../src/progressView';
+import type { RunStatus } from '../src/client/runs';
+
+function status(stageStatus: string, extra: Record<string, unknown> = {}): RunStatus {
+  return {
+    record: { runId: 'r', status: 'running', plan: { iterations: 1, stages: ['sample', 'score'] }, stages: [{ iteration: 1, stage: 'sample', status: stageStatus, startedAt: new Date().toISOString(), ...extra }] },
+    live: [],
+  } as unknown as RunStatus;
+}
+
+describe('progress', () => {
+  it('shows done/total, rate and ETA from a heartbeat', () => {
+    const now = 1_000_000;
+    expect(liveText({ stage: 'sample', iteration: 1, done: 30, total: 120, unit: 'responses', startedAtMs: now - 10_000, updatedAtMs: now }, now)).toBe('30/120 responses (25%) 3.00 responses/s ETA 30s');
+  });
+
+  it('plain output: one line per change, pending stages not printed, repeated polls silent', () => {
+    const lines: string[] = [];
+    const out = { write: (s: string) => lines.push(s) } as unknown as NodeJS.WriteStream;
+    const view = new ProgressView(out, false);
+    view.update(status('running'));
+    view.update(status('running'));
+    const st = status('running');
+    st.live.push({ stage: 'sample', iteration: 1, done: 1, total: 4, unit: 'responses', startedAtMs: Date.now() - 1000, updatedAtMs: Date.now() });
+    view.update(st);
+    view.update(status('done', { durationMs: 4000 }));
+    expect(lines.map((l) => l.slice(9).trim())).toEqual([
+      expect.stringMatching(/^iter 1  sample   running/),
+      expect.stringMatching(/^iter 1  sample   1\/4 responses/),
+      'iter 1  sample   done in 4s',
+    ]);
+  });
+});
