@@ -124,7 +124,8 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
       workers = await startWorkers({ settings: target.settings, roles: QUEUE_ROLES, ...(queues ? { queues } : {}) });
     }
     const onSigint = (): void => {
-      process.stderr.write(`\ninterrupted: the run stays resumable (ratioloop resume ${runId})\n`);
+      // The workflow stays open in Temporal: any worker serving its queues later (the next `run`, a `worker`) continues it.
+      process.stderr.write(`\ninterrupted: run ${runId} stays open and continues when a worker serves its queues again; stop it for good with: ratioloop cancel ${runId}\n`);
       void (async () => {
         await workers?.shutdown();
         await target.owned?.stop();
