@@ -49,7 +49,6 @@ def test_tiny_models_chat_template(tiny_models):
 def test_bad_spec_exits_2(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text("{not json")
-    res = run_script("pairs.py", spec, check=False) if (SCRIPTS / "pairs.py").exists() else None
-    if res is not None:
-        assert res.returncode == 2
-        assert "not valid JSON" in res.stderr
+    res = run_script("pairs.py", spec, check=False)
+    assert res.returncode == 2
+    assert "not valid JSON" in res.stderr
