@@ -1,4 +1,6 @@
 // The CLI as a user runs it: exit codes and messages.
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -25,6 +27,21 @@ describe('ratioloop CLI', () => {
     const r = await cli('status', '../x');
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toContain('invalid run id');
+  });
+  it('reward-eval hands the validated config to the scorer and reports accuracy per subset', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-reward-eval-'));
+    const pairs = path.join(dir, 'pairs.jsonl');
+    const rows = [
+      { prompt: 'What is 2+2?', chosen: '2+2 = 4.', rejected: '2+2 = 5.', subset: 'math' },
+      { prompt: 'Say hi.', chosen: 'Hi! How can I help you today?', rejected: 'no', subset: 'chat' },
+    ];
+    await writeFile(pairs, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const r = await cli('reward-eval', '--config', 'configs/tiny.yaml', '--pairs', pairs, '--json');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.reward).toBe('sum');
+    expect(out.overall.n).toBe(2);
+    expect(Object.keys(out.by_subset).sort()).toEqual(['chat', 'math']);
   });
   it('unknown command: usage, exit 2', async () => {
     const r = await cli('frobnicate');
