@@ -11,14 +11,10 @@ Unlike the paper's released script, the classification prompt is always sent.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from typing import Any
 
+from .chat_api import ChatEndpoint
 from .guidance import LABELS
 
 CLASSIFY_INSTRUCTIONS = (
@@ -73,47 +69,29 @@ class EndpointRouter:
 
     def __init__(self, endpoint: dict[str, Any], max_new_tokens: int = 16, timeout_s: float = 60.0,
                  retries: int = 3):
-        if not endpoint.get("base_url") or not endpoint.get("model"):
-            from .errors import BadInput
-
-            raise BadInput("params.models.router.endpoint needs base_url and model")
-        self.url = endpoint["base_url"].rstrip("/") + "/chat/completions"
-        self.model = endpoint["model"]
-        env = endpoint.get("api_key_env")
-        self.api_key = os.environ.get(env, "") if env else ""
+        self.api = ChatEndpoint(endpoint, role="router", max_retries=retries - 1, backoff_s=0.5, timeout_s=timeout_s)
         self.max_new_tokens = max_new_tokens
-        self.timeout_s = timeout_s
-        self.retries = retries
+
+    @property
+    def retries(self) -> int:
+        return self.api.max_retries + 1
+
+    @retries.setter
+    def retries(self, n: int) -> None:
+        self.api.max_retries = n - 1
 
     def ask(self, messages: list[dict[str, str]]) -> str:
-        body = json.dumps({
-            "model": self.model,
+        # Failures after the retries raise (a retryable stage error), never a silent CHAT.
+        data = self.api.post({
+            "model": self.api.model,
             "messages": [{"role": "user", "content": classification_prompt(messages)}],
             "temperature": 0,
             "max_tokens": self.max_new_tokens,
-        }).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last: Exception | None = None
-        for attempt in range(self.retries):
-            req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    data = json.loads(resp.read().decode("utf-8"))
-                try:
-                    return data["choices"][0]["message"]["content"] or ""
-                except (KeyError, IndexError, TypeError):
-                    return ""  # a malformed answer is unparseable → CHAT, like any other garbage
-            except urllib.error.HTTPError as e:
-                last = e
-                if e.code < 500 and e.code != 429:
-                    raise RuntimeError(f"router endpoint {self.url}: HTTP {e.code}") from None
-            except (urllib.error.URLError, TimeoutError, json.JSONDecodeError, ConnectionError) as e:
-                last = e
-            time.sleep(min(8.0, 0.5 * 2 ** attempt))
-        # Network failure is retryable (exit 1), not a silent CHAT.
-        raise RuntimeError(f"router endpoint {self.url} failed after {self.retries} tries: {last}")
+        })
+        try:
+            return data["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            return ""  # a malformed answer is unparseable → CHAT, like any other garbage
 
     def route(self, messages: list[dict[str, str]]) -> tuple[str, str]:
         label = parse_label(self.ask(messages))

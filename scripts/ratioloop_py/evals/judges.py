@@ -10,17 +10,13 @@ import hashlib
 import json
 import math
 import os
-import random
 import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import BadInput
+from ..chat_api import ApiError, ChatEndpoint  # noqa: F401 - ApiError is part of this module's API
 from ..io import JsonlAppender, read_partial_jsonl
 
 
@@ -114,10 +110,6 @@ class Judge:
 
 
 # ------------------------------------------------------------------------------------------------ API judge
-class ApiError(RuntimeError):
-    pass
-
-
 class ApiJudge(Judge):
     """Any OpenAI-compatible /chat/completions endpoint.
 
@@ -128,28 +120,22 @@ class ApiJudge(Judge):
     def __init__(self, endpoint: dict[str, Any], *, concurrency: int = 4, max_retries: int = 5,
                  backoff_s: float = 1.0, timeout_s: float = 120.0, cache: JudgeCache | None = None,
                  extra_body: dict[str, Any] | None = None):
-        base = endpoint.get("base_url")
-        model = endpoint.get("model")
-        if not base or not model:
-            raise BadInput("params.models.judge.endpoint: needs base_url and model")
-        env = endpoint.get("api_key_env")
-        self.api_key = None
-        if env:
-            self.api_key = os.environ.get(env)
-            if not self.api_key:
-                raise BadInput(f"params.models.judge.endpoint.api_key_env: environment variable {env} is not set")
-        self.url = base.rstrip("/") + ("" if base.rstrip("/").endswith("/chat/completions") else "/chat/completions")
-        self.model = model
-        self.identity = {"type": "api", "model": model, "base_url": base.rstrip("/")}
+        self.api = ChatEndpoint(endpoint, role="judge", max_retries=max_retries, backoff_s=backoff_s,
+                                timeout_s=timeout_s)
+        self.url = self.api.url
+        self.model = self.api.model
+        self.identity = self.api.identity
         self.concurrency = max(1, int(concurrency))
-        self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self.timeout_s = float(timeout_s)
         self.cache = cache
         self.extra_body = extra_body or {}
-        self.n_requests = 0
-        self.n_retries = 0
-        self._lock = threading.Lock()
+
+    @property
+    def n_requests(self) -> int:
+        return self.api.n_requests
+
+    @property
+    def n_retries(self) -> int:
+        return self.api.n_retries
 
     def _payload_id(self, req: JudgeRequest) -> dict[str, Any]:
         return self.payload(req)
@@ -162,41 +148,7 @@ class ApiJudge(Judge):
         return body
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            with self._lock:
-                self.n_requests += 1
-            wait = None
-            try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                    return json.loads(r.read().decode("utf-8"))
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}"
-                if e.code == 429 or e.code >= 500:
-                    ra = e.headers.get("Retry-After") if e.headers else None
-                    try:
-                        wait = float(ra) if ra else None
-                    except ValueError:
-                        wait = None
-                elif e.code in (401, 403):
-                    raise BadInput(f"judge endpoint {self.url}: HTTP {e.code} (check the API key variable)") from None
-                else:
-                    body = e.read().decode("utf-8", "replace")[:300]
-                    raise ApiError(f"judge endpoint {self.url}: HTTP {e.code}: {body}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
-                last = type(e).__name__
-            if attempt == self.max_retries:
-                break
-            with self._lock:
-                self.n_retries += 1
-            delay = wait if wait is not None else self.backoff_s * (2 ** attempt) * (1 + 0.25 * random.random())
-            time.sleep(min(delay, 60.0))
-        raise ApiError(f"judge endpoint {self.url}: gave up after {self.max_retries + 1} attempts ({last})")
+        return self.api.post(body)
 
     def one(self, req: JudgeRequest) -> JudgeReply:
         key = self.key(req)
