@@ -211,6 +211,8 @@ def _lock_output_dir(out: Path) -> None:
 
     if not is_main_process() or os.environ.get("RATIOLOOP_NO_LOCK"):
         return
+    if os.environ.get("RATIOLOOP_MACHINE_RANK", "0") not in ("", "0"):
+        return  # multi-node training: machines 1..N-1 share machine 0's stage folder and must not wait on its lock
     f = open(out / ".lock", "w")  # noqa: SIM115 - held for the life of the process
     fcntl.flock(f.fileno(), fcntl.LOCK_EX)
     globals()["_LOCK_FILE"] = f
