@@ -91,6 +91,7 @@ class JudgeCache:
 
 class Judge:
     identity: dict[str, Any]
+    cache: "JudgeCache | None" = None
 
     @property
     def name(self) -> str:
@@ -101,6 +102,21 @@ class Judge:
 
     def _payload_id(self, req: JudgeRequest) -> dict[str, Any]:
         return asdict(req)
+
+    def one(self, req: JudgeRequest) -> JudgeReply:
+        """One verdict; from the cache when this judge already answered this exact request."""
+        key = self.key(req)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        reply = self._ask(req)
+        if self.cache is not None:
+            self.cache.put(key, reply)
+        return reply
+
+    def _ask(self, req: JudgeRequest) -> JudgeReply:
+        raise NotImplementedError
 
     def judge(self, reqs: list[JudgeRequest], on_done: Callable[[int], None] | None = None) -> list[JudgeReply]:
         raise NotImplementedError
@@ -150,12 +166,7 @@ class ApiJudge(Judge):
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.api.post(body)
 
-    def one(self, req: JudgeRequest) -> JudgeReply:
-        key = self.key(req)
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                return hit
+    def _ask(self, req: JudgeRequest) -> JudgeReply:
         resp = self._post(self.payload(req))
         try:
             choice = resp["choices"][0]
@@ -169,10 +180,7 @@ class ApiJudge(Judge):
             if content:
                 for t in content[0].get("top_logprobs") or []:
                     probs[t["token"]] = probs.get(t["token"], 0.0) + math.exp(t["logprob"])
-        reply = JudgeReply(text=text, probs=probs)
-        if self.cache is not None:
-            self.cache.put(key, reply)
-        return reply
+        return JudgeReply(text=text, probs=probs)
 
     def judge(self, reqs, on_done=None):
         out: list[JudgeReply | None] = [None] * len(reqs)
@@ -262,22 +270,14 @@ class LocalJudge(Judge):
                         scores[i] += float(lp[i, j - 1, c[j]])
         return scores
 
-    def one(self, req: JudgeRequest) -> JudgeReply:
-        key = self.key(req)
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                return hit
+    def _ask(self, req: JudgeRequest) -> JudgeReply:
         scores = self.choice_logprobs(req)
         m = max(scores)
         z = sum(math.exp(s - m) for s in scores)
         probs = {c: math.exp(s - m) / z for c, s in zip(req.choices, scores)}
         best = req.choices[max(range(len(scores)), key=lambda i: scores[i])]
-        reply = JudgeReply(text=req.cue + best + req.close, probs=probs,
-                           extra={"logprobs": {c: s for c, s in zip(req.choices, scores)}})
-        if self.cache is not None:
-            self.cache.put(key, reply)
-        return reply
+        return JudgeReply(text=req.cue + best + req.close, probs=probs,
+                          extra={"logprobs": {c: s for c, s in zip(req.choices, scores)}})
 
     def judge(self, reqs, on_done=None):
         out = []
