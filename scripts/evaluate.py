@@ -155,7 +155,7 @@ class Evaluation:
         if "alpaca_eval" in p["benchmarks"]:
             a = p["alpaca_eval"]
             ipath, ioff = data.resolve(a["instructions"], "alpaca_eval.reference_outputs", self.cache_dir,
-                                       self._default("alpaca_eval/instructions.json"))
+                                       self._default("alpaca_eval/instructions.json"), param="alpaca_eval.instructions")
             if ipath is None:
                 raise BadInput("params.alpaca_eval.instructions: no instruction file (none in the data folder either)")
             items = data.load_alpaca(ipath)

@@ -89,15 +89,19 @@ def fetch_pinned(url: str, sha256: str, cache_dir: str | os.PathLike[str], filen
     return dest
 
 
-def resolve(value: str | None, official_key: str, cache_dir: Path, default: Path | None) -> tuple[Path | None, bool]:
-    """(path, is_official) for a config value: "official" → pinned download, a path → itself, None → default."""
+def resolve(value: str | None, official_key: str, cache_dir: Path, default: Path | None,
+            param: str | None = None) -> tuple[Path | None, bool]:
+    """(path, is_official) for a config value: "official" → pinned download, a path → itself, None → default.
+
+    `param` names the config key in errors when it differs from the official file's key (AlpacaEval's
+    instructions come from the official reference-outputs file, which holds them)."""
     if value == "official":
         o = OFFICIAL[official_key]
         return fetch_pinned(o["url"], o["sha256"], cache_dir, o["filename"]), True
     if value:
         p = Path(value)
         if not p.exists():
-            raise BadInput(f"{official_key}: {p} does not exist")
+            raise BadInput(f"params.{param or official_key}: {p} does not exist")
         return p, is_official_file(p)
     if default is not None and default.exists():
         return default, is_official_file(default)
