@@ -26,7 +26,21 @@ export interface DevServer extends DevServerInfo {
 
 export const serverInfoFile = (dir = stateDir): string => path.join(dir, 'server.json');
 
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A free port below Linux's ephemeral range (32768+), so an outgoing connection cannot grab it before the server binds it. */
 export async function freePort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await canBind(port)) return port;
+  }
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -74,6 +88,18 @@ export interface StartOptions {
 }
 
 export async function startDevServer(opts: StartOptions = {}): Promise<DevServer> {
+  // A port picked here can still be taken by the time the server binds it: try again on another one.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDevServerOnce(opts);
+    } catch (e) {
+      if (opts.port !== undefined || attempt >= 3 || !/exited during start-up/.test((e as Error).message)) throw e;
+      opts.log?.warn({ err: (e as Error).message }, 'Temporal dev server failed to start; retrying on another port');
+    }
+  }
+}
+
+async function startDevServerOnce(opts: StartOptions): Promise<DevServer> {
   const dir = opts.dir ?? stateDir;
   await mkdir(dir, { recursive: true });
   const dbFile = path.join(dir, 'temporal.db');
@@ -93,7 +119,9 @@ export async function startDevServer(opts: StartOptions = {}): Promise<DevServer
   });
   let exitNote: string | undefined;
   const exited = child.then((r) => {
-    exitNote = `exit code ${r.exitCode ?? r.signal ?? '?'}${typeof r.stderr === 'string' && r.stderr ? `: ${r.stderr.slice(-800)}` : ''}`;
+    const err = typeof r.stderr === 'string' ? r.stderr : '';
+    const why = err.split('\n').filter((l) => /panic|error|fatal|address already in use/i.test(l)).slice(0, 5).join('\n');
+    exitNote = `exit code ${r.exitCode ?? r.signal ?? '?'}${err ? `: ${why || err.slice(-800)}` : ''}`;
     return r;
   });
   exited.catch(() => undefined);

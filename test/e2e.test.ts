@@ -154,8 +154,9 @@ describe('end to end (real stages, tiny models)', () => {
 
   it('stopping the Temporal server mid-run and starting it on the same database: the run completes', async () => {
     const sdir = await tmpDir('ratioloop-e2e-server-');
-    const port = await freePort();
-    let server = await startDevServer({ dir: sdir, port });
+    // The restart must reuse the port, so it is fixed here; if it was taken before the first start, pick another.
+    let port = await freePort();
+    let server = await startDevServer({ dir: sdir, port }).catch(async () => startDevServer({ dir: sdir, port: (port = await freePort()) }));
     const address = server.address;
     const dir = await tmpDir();
     const { config } = await writeSetup(dir);
