@@ -116,7 +116,3 @@ def encode(tok, text: str) -> list[int]:
     """Token ids of already-rendered text: templates insert their own BOS, so none is added here."""
     return tok(text, add_special_tokens=False)["input_ids"]
 
-
-def count_bos(tok, ids: list[int]) -> int:
-    bos = tok.bos_token_id
-    return 0 if bos is None else sum(1 for i in ids if i == bos)
