@@ -11,6 +11,7 @@ Resumable: finished groups of prompts are appended to outputDir/partial/ per ran
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -22,8 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
-from ratioloop_py.guidance import LABELS, apply_guidance, load_library  # noqa: E402
-from ratioloop_py.io import JsonlAppender, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
+from ratioloop_py.guidance import LABELS, apply_guidance, exemplar_chars, load_library  # noqa: E402
+from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
 from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage, world  # noqa: E402
 
@@ -36,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "max_response_tokens": 2048,
     "batch_size": 8,
     "max_batch_tokens": 8192,
+    "prefix_cache_tokens": 16384,
     "backend": "auto",
     "router": {"kind": "llm", "label": "CHAT", "max_new_tokens": 16},
     "guidance": {"enabled": True},
@@ -52,6 +54,9 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     for key in ("max_prompt_tokens", "max_response_tokens", "batch_size", "max_batch_tokens"):
         if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
             raise BadInput(f"params.{key} must be a positive integer, got {p[key]!r}")
+    pc = p["prefix_cache_tokens"]
+    if not isinstance(pc, int) or isinstance(pc, bool) or pc < 0:
+        raise BadInput(f"params.prefix_cache_tokens must be a non-negative integer (0 = off), got {pc!r}")
     if p["backend"] not in ("auto", "hf", "vllm"):
         raise BadInput(f"params.backend must be auto, hf or vllm, got {p['backend']!r}")
     kind = p["router"]["kind"]
@@ -254,6 +259,7 @@ def main(stage: Stage) -> None:
     finished = sum(len(rows[i]["texts"]) for i in mine if rows[i]["prompt_id"] in done)
     t0 = time.perf_counter()
     scored_tokens = 0
+    scorers: dict[str, Any] = {}
     if todo_groups:
         m = get_models()
         scorers = make_scorers(m, p)
@@ -270,7 +276,9 @@ def main(stage: Stage) -> None:
                 stage.progress(finished, total, "responses")
     elapsed = time.perf_counter() - t0
 
-    (partial / f"done.{shard_name(rank, world_size)}").write_text("ok\n")
+    # The done marker carries this rank's work counters (this attempt's), summed into rank 0's metrics.
+    atomic_write_json(partial / f"done.{shard_name(rank, world_size)}",
+                      {name: scorer_counters(sc) for name, sc in scorers.items()})
     if rank != 0:
         return
     wait_for_ranks(partial, world_size)
@@ -290,6 +298,7 @@ def main(stage: Stage) -> None:
     atomic_write_jsonl(stage.output_dir / "routes.jsonl", routes)
 
     metrics = compute_metrics([done[r["prompt_id"]] for r in rows], p)
+    metrics.update(sum_counters(partial, world_size))
     if elapsed > 0 and scored_tokens:
         metrics["tokens_per_s"] = scored_tokens / elapsed
     for k, v in metrics.items():
@@ -300,6 +309,29 @@ def main(stage: Stage) -> None:
         stage.log(f"{n_err} responses had non-finite log-probs; their reward is null", level="warn")
     stage.write_manifest(outputs={"scores": "scores.jsonl", "routes": "routes.jsonl"}, metrics=metrics,
                          extra={"reward": p["reward"]})
+
+
+COUNTERS = ("forward_tokens", "logit_rows", "prefix_hits", "prefix_tokens_saved")
+
+
+def scorer_counters(sc: Any) -> dict[str, int]:
+    st = getattr(sc, "stats", None)
+    return {k: int(getattr(st, k, 0)) for k in COUNTERS}
+
+
+def sum_counters(partial: Path, world_size: int) -> dict[str, int]:
+    """scorer.<model>.<counter> summed over ranks: how much work the scorers really did (this attempt)."""
+    out: dict[str, int] = {}
+    for r in range(world_size):
+        try:
+            data = json.loads((partial / f"done.{shard_name(r, world_size)}").read_text())
+        except (OSError, ValueError):
+            continue  # a marker from an older version ("ok") has no counters
+        for model, counters in (data.items() if isinstance(data, dict) else ()):
+            for k, v in counters.items():
+                key = f"scorer.{model}.{k}"
+                out[key] = out.get(key, 0) + int(v)
+    return out
 
 
 def wait_for_ranks(partial: Path, world_size: int, poll_s: float = 2.0) -> None:
@@ -352,7 +384,8 @@ def pick_backend(name: str) -> str:
 def make_scorers(models: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     from ratioloop_py.scoring import scorer_for
 
-    return {name: scorer_for(m, batch_size=p["batch_size"], max_batch_tokens=p["max_batch_tokens"])
+    return {name: scorer_for(m, batch_size=p["batch_size"], max_batch_tokens=p["max_batch_tokens"],
+                             prefix_cache_tokens=p["prefix_cache_tokens"])
             for name, m in models.items() if name in ("strong", "weak")}
 
 
@@ -361,17 +394,19 @@ def score_group(rows, group, routes, library, p, seed, scorers) -> list[dict[str
     from ratioloop_py.scoring import make_item
 
     prepared = []
+    shared: list[int] = []  # exemplar characters each prompt shares with others that drew the same one
     for i in group:
         r = rows[i]
         label = routes[r["prompt_id"]]["label"]
         msgs, gid = apply_guidance(library, label, r["messages"], seed=seed, prompt_id=r["prompt_id"],
                                    enabled=bool(p["guidance"].get("enabled", True)))
         prepared.append((r, label, gid, msgs, list(dict.fromkeys(r["texts"]))))
+        shared.append(exemplar_chars(r["messages"], msgs))
     per_model: dict[str, list[dict[str, tuple]]] = {}
     for name in ("strong", "weak"):
         sc = scorers[name]
-        groups = [[make_item(sc.sm, msgs, t, p["max_prompt_tokens"], p["max_response_tokens"]) for t in uniq]
-                  for _, _, _, msgs, uniq in prepared]
+        groups = [[make_item(sc.sm, msgs, t, p["max_prompt_tokens"], p["max_response_tokens"], shared_chars=n)
+                   for t in uniq] for (_, _, _, msgs, uniq), n in zip(prepared, shared)]
         res = sc.score_prompts(groups)
         per_model[name] = [
             {t: (lr.sum, lr.n_tokens, it.prompt_truncated, it.response_truncated)

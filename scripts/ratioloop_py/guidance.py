@@ -124,6 +124,18 @@ def pick_index(seed: int, prompt_id: str, label: str, n: int) -> int:
     return int.from_bytes(h[:8], "little") % n
 
 
+def exemplar_chars(original: list[dict[str, str]], guided: list[dict[str, str]]) -> int:
+    """How many leading characters of the guided first user message are guidance (the exemplar block),
+    which every prompt that drew that exemplar shares; 0 if the guidance went to a later turn or there is none."""
+    def first_user(msgs):
+        return next((str(m.get("content", "")) for m in msgs if m.get("role") == "user"), None)
+
+    o, g = first_user(original), first_user(guided)
+    if o is None or g is None or g == o or not g.endswith(o + QUERY_SUFFIX):
+        return 0
+    return len(g) - len(o) - len(QUERY_SUFFIX)
+
+
 def apply_guidance(library: dict[str, Domain], label: str, messages: list[dict[str, str]], *, seed: int,
                    prompt_id: str, enabled: bool = True) -> tuple[list[dict[str, str]], str | None]:
     """(messages to render for both models, guidance_id or None when unguided)."""

@@ -43,8 +43,11 @@ def conversation_text(messages: list[dict[str, str]]) -> str:
     return text
 
 
+REQUEST_OPEN = "Request:\n<<<\n"
+
+
 def classification_prompt(messages: list[dict[str, str]]) -> str:
-    return CLASSIFY_INSTRUCTIONS + "Request:\n<<<\n" + conversation_text(messages) + "\n>>>\n\nCategory:"
+    return CLASSIFY_INSTRUCTIONS + REQUEST_OPEN + conversation_text(messages) + "\n>>>\n\nCategory:"
 
 
 def parse_label(reply: Any) -> str | None:
@@ -114,8 +117,9 @@ class LocalRouter:
         groups = []
         for messages in batch:
             cls = [{"role": "user", "content": classification_prompt(messages)}]
-            groups.append([make_item(self.sm, cls, f"[START]{lab}[END]", self.max_prompt_tokens, 64)
-                           for lab in LABELS])
+            # The instructions are the same for every prompt: their KV is computed once (shared prefix).
+            groups.append([make_item(self.sm, cls, f"[START]{lab}[END]", self.max_prompt_tokens, 64,
+                                     shared_chars=len(CLASSIFY_INSTRUCTIONS) + len(REQUEST_OPEN)) for lab in LABELS])
         out = []
         for res in self.scorer.score_prompts(groups):
             lps = {lab: r.sum for lab, r in zip(LABELS, res)}

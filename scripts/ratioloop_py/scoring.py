@@ -6,14 +6,16 @@ log p(token | everything before it) over exactly the response tokens — the tok
 the turn with. Each model renders and tokenizes the text itself (per-model rendering), so a pair may mix
 template styles or tokenizers.
 
-Speed (CPU and GPU): no autograd; for the N responses of one prompt the context is run once and its KV
-cache is reused for every response; the remaining items (fallbacks, prompts with one response) are batched
-by length. Right padding needs no attention mask: under causal attention a real token never sees the pads
-that follow it, and the pads' own outputs are never read.
+Speed (CPU and GPU): no autograd; a context is split into a shared prefix (the chat template's header and system
+prompt, plus a guidance exemplar: the same for many prompts) and the rest. Each distinct prefix runs once, alone,
+and its KV cache is kept (PrefixCache); the rests of several prompts then run in one batch on top of their
+prefixes, and the N responses of those prompts in one more batch on top of their contexts, so weights are read
+once per batch rather than once per sequence. Because a prefix always runs alone, a result never depends on
+whether its prefix was already kept (a resumed run rounds exactly like an uninterrupted one). Items whose full
+text does not begin with the context's tokens fall back to whole-sequence passes, batched by length.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import BadInput
-from .models import ChatMessages, encode, load_model, load_tokenizer, pick_device, pick_dtype, render_with_response
+from .models import (ChatMessages, encode, load_model, load_tokenizer, pick_device, pick_dtype, render_prompt,
+                     render_with_response)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Item:
     reusable: bool  # full tokens begin with the context's own tokens: the context KV cache may be reused
     prompt_truncated: bool = False
     response_truncated: bool = False
+    prefix: int = 0  # leading ctx tokens that other prompts share (template header, system prompt, exemplar)
 
 
 def span_start(tok, context: str, full: str, ctx_ids: list[int], full_ids: list[int]) -> tuple[int, bool]:
@@ -92,8 +96,41 @@ def span_start(tok, context: str, full: str, ctx_ids: list[int], full_ids: list[
     return start, False
 
 
+SPLIT = "\u2063\u2063split\u2063\u2063"  # invisible separators: never in a real prompt's text
+
+
+def shared_prefix_text(sm: ScoringModel, messages: ChatMessages, context: str, shared_chars: int) -> str:
+    """The rendered text before the first user message's content, plus its first shared_chars characters
+    (a guidance exemplar), if the context begins with it; else ""."""
+    first = next((i for i, m in enumerate(messages) if m.get("role") == "user"), None)
+    if first is None:
+        return ""
+    msgs = [dict(m) for m in messages[: first + 1]]
+    msgs[first]["content"] = str(msgs[first].get("content", ""))[:shared_chars] + SPLIT
+    if sm.template == "none":
+        text = render_prompt(sm.tok, msgs, "none")
+    else:
+        text = sm.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+    cut = text.find(SPLIT)
+    pre = text[:cut] if cut >= 0 else ""
+    return pre if context.startswith(pre) else ""
+
+
+def _shared_len(sm: ScoringModel, messages: ChatMessages, context: str, ctx_ids: list[int],
+                shared_chars: int) -> int:
+    pre = shared_prefix_text(sm, messages, context, shared_chars)
+    if not pre:
+        return 0
+    # The last token of the prefix may merge with what follows, differently per prompt: leave it out, so that
+    # prompts sharing the text share the same tokens. Count only tokens both tokenizations agree on.
+    pre_ids = encode(sm.tok, pre)
+    return min(_common_prefix(pre_ids, ctx_ids), len(pre_ids) - 1, len(ctx_ids) - 1)
+
+
 def make_item(sm: ScoringModel, messages: ChatMessages, response: str, max_prompt_tokens: int,
-              max_response_tokens: int) -> Item:
+              max_response_tokens: int, shared_chars: int = 0) -> Item:
+    """Tokenize (context, response) for one model. shared_chars: how many leading characters of the first
+    user message other prompts share (a guidance exemplar), so their KV can be computed once."""
     context, full = render_with_response(sm.tok, messages, response, sm.template)
     ctx_ids = encode(sm.tok, context)
     full_ids = encode(sm.tok, full)
@@ -105,6 +142,8 @@ def make_item(sm: ScoringModel, messages: ChatMessages, response: str, max_promp
     if len(ctx) > max_prompt_tokens:  # left truncation, as in the paper's annotation runs
         item.ctx = ctx[-max_prompt_tokens:]
         item.prompt_truncated = True
+    elif reusable:
+        item.prefix = _shared_len(sm, messages, context, ctx, shared_chars)
     if len(resp) > max_response_tokens:  # right truncation
         item.resp = resp[:max_response_tokens]
         item.response_truncated = True
@@ -121,9 +160,12 @@ class LogpResult:
 @dataclass
 class ScoreStats:
     forward_tokens: int = 0  # tokens actually fed through the model (what the FLOPs are spent on)
+    logit_rows: int = 0  # positions that went through the lm_head
     scored_tokens: int = 0
     reused_contexts: int = 0
     full_passes: int = 0
+    prefix_hits: int = 0  # contexts that started from a kept prefix
+    prefix_tokens_saved: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
 
 
@@ -157,16 +199,64 @@ def _chunks(n_rows: list[int], batch_size: int, max_batch_tokens: int) -> list[l
     return batches
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class PrefixCache:
+    """KV caches of shared context prefixes, by their exact tokens; least recently used ones are dropped
+    beyond max_tokens cached positions. With guidance pools of 3-10 exemplars and thousands of prompts,
+    each exemplar's KV is computed once instead of once per prompt."""
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max(0, int(max_tokens))
+        self.entries: dict[tuple[int, ...], Any] = {}  # insertion order = recency (oldest first)
+        self.size = 0
+
+    def get(self, tokens: tuple[int, ...]):
+        kv = self.entries.pop(tokens, None)
+        if kv is not None:
+            self.entries[tokens] = kv
+        return kv
+
+    def put(self, tokens: tuple[int, ...], kv) -> None:
+        if not self.max_tokens or len(tokens) > self.max_tokens or tokens in self.entries:
+            return
+        self.entries[tokens] = kv
+        self.size += len(tokens)
+        while self.size > self.max_tokens:
+            old = next(iter(self.entries))
+            self.size -= len(old)
+            del self.entries[old]
+
+
+def _layers_kv(cache) -> list[tuple[Any, Any]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _cache_from(kv: list[tuple[Any, Any]]):
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=kv)
+
+
 class LogpScorer:
     """Sums of response-token log-probs for groups of items under one model."""
 
     def __init__(self, sm: ScoringModel, batch_size: int = 8, max_batch_tokens: int = 8192,
-                 reuse_context: bool = True, keep_token_logps: bool = False):
+                 reuse_context: bool = True, keep_token_logps: bool = False, prefix_cache_tokens: int = 16384,
+                 min_prefix: int = 8):
         self.sm = sm
         self.batch_size = max(1, int(batch_size))
         self.max_batch_tokens = max(1, int(max_batch_tokens))
         self.reuse_context = reuse_context
         self.keep_token_logps = keep_token_logps
+        self.prefixes = PrefixCache(prefix_cache_tokens)
+        self.min_prefix = max(1, int(min_prefix))  # shorter shared prefixes are not worth a forward of their own
         self.stats = ScoreStats()
 
     def score_prompts(self, groups: Sequence[Sequence[Item]]) -> list[list[LogpResult]]:
@@ -175,20 +265,19 @@ class LogpScorer:
 
         results: list[list[LogpResult | None]] = [[None] * len(g) for g in groups]
         pool: list[tuple[int, int]] = []
+        reuse_prompts: list[tuple[int, list[int]]] = []
+        for p, items in enumerate(groups):
+            reuse = [j for j, it in enumerate(items) if it.reusable and it.resp] if self.reuse_context else []
+            if reuse:
+                reuse_prompts.append((p, reuse))
+            for j, it in enumerate(items):
+                if not it.resp:
+                    results[p][j] = LogpResult(0.0, 0, [] if self.keep_token_logps else None)
+                elif j not in reuse:
+                    pool.append((p, j))
         with torch.inference_mode():
-            for p, items in enumerate(groups):
-                reuse = [j for j, it in enumerate(items) if it.reusable and it.resp]
-                if self.reuse_context and len(reuse) >= 2:
-                    for j, r in zip(reuse, self._reuse_pass(items[reuse[0]].ctx, [items[j] for j in reuse])):
-                        results[p][j] = r
-                    rest = [j for j in range(len(items)) if j not in set(reuse)]
-                else:
-                    rest = list(range(len(items)))
-                for j in rest:
-                    if not items[j].resp:
-                        results[p][j] = LogpResult(0.0, 0, [] if self.keep_token_logps else None)
-                    else:
-                        pool.append((p, j))
+            for chunk in self._prompt_chunks(groups, reuse_prompts):
+                self._reuse_chunk(groups, chunk, results)
             if pool:
                 # Longest first: the first batch shows an out-of-memory at once; similar lengths pad little.
                 pool.sort(key=lambda pj: -(len(groups[pj[0]][pj[1]].ctx) + len(groups[pj[0]][pj[1]].resp)))
@@ -200,6 +289,19 @@ class LogpScorer:
                         results[p][j] = r
         return results  # type: ignore[return-value]
 
+    def _prompt_chunks(self, groups, reuse_prompts):
+        """Consecutive prompts whose responses fit one batch (a prompt with more gets a chunk of its own)."""
+        chunks, cur, rows = [], [], 0
+        for p, js in reuse_prompts:
+            if cur and rows + len(js) > self.batch_size:
+                chunks.append(cur)
+                cur, rows = [], 0
+            cur.append((p, js))
+            rows += len(js)
+        if cur:
+            chunks.append(cur)
+        return chunks
+
     def _result(self, lp) -> LogpResult:
         vals = lp.double()
         total = float(vals.sum().item())
@@ -207,50 +309,139 @@ class LogpScorer:
         self.stats.scored_tokens += n
         return LogpResult(total, n, [float(x) for x in lp.tolist()] if self.keep_token_logps else None)
 
-    def _forward(self, input_ids, past=None, logits_to_keep: int = 0, use_cache: bool = False):
-        kw: dict[str, Any] = {"input_ids": input_ids, "use_cache": use_cache or past is not None}
+    def _forward(self, input_ids, past=None, logits_to_keep=0, use_cache: bool = False, **kw):
+        args: dict[str, Any] = {"input_ids": input_ids, "use_cache": use_cache or past is not None, **kw}
+        if past is not None:
+            args["past_key_values"] = past
+        if not isinstance(logits_to_keep, int) or logits_to_keep:
+            args["logits_to_keep"] = logits_to_keep
+        self.stats.forward_tokens += int(input_ids.numel())
+        kept = (int(logits_to_keep.numel()) if not isinstance(logits_to_keep, int)
+                else logits_to_keep or int(input_ids.shape[1]))
+        self.stats.logit_rows += int(input_ids.shape[0]) * kept
+        return self.sm.model(**args)
+
+    def _split_head(self):
+        """(decoder, lm_head) when logits are exactly lm_head(last hidden state), else None (models that scale
+        or soft-cap their logits go through the whole model)."""
+        if not hasattr(self, "_split"):
+            m = self.sm.model
+            cfg = getattr(m, "config", None)
+            odd = any(getattr(cfg, a, None) for a in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+            dec = m.get_decoder() if hasattr(m, "get_decoder") else None
+            head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+            self._split = None if odd or dec is None or head is None or dec is m else (dec, head)
+        return self._split
+
+    def _select_forward(self, ids, past, mask, pos, bi, pi):
+        """Forward, then logits only at (row bi[k], column pi[k]): no lm_head work on pads or unneeded positions.
+        Returns (logits [K, vocab], KV cache)."""
+        split = self._split_head()
+        kw = {"attention_mask": mask, "position_ids": pos, "use_cache": True}
         if past is not None:
             kw["past_key_values"] = past
-        if logits_to_keep:
-            kw["logits_to_keep"] = logits_to_keep
-        self.stats.forward_tokens += int(input_ids.numel())
-        return self.sm.model(**kw)
+        self.stats.forward_tokens += int(ids.numel())
+        if split is None:
+            cols = sorted(set(pi.tolist()))
+            out = self._forward_raw(ids, logits_to_keep=ids.new_tensor(cols), **kw)
+            self.stats.logit_rows += int(ids.shape[0]) * len(cols)
+            where = {c: k for k, c in enumerate(cols)}
+            return out.logits[bi, ids.new_tensor([where[int(c)] for c in pi])], out.past_key_values
+        dec, head = split
+        out = dec(input_ids=ids, **kw)
+        self.stats.logit_rows += int(bi.numel())
+        return head(out.last_hidden_state[bi, pi]), out.past_key_values
 
-    def _reuse_pass(self, ctx: list[int], items: list[Item]) -> list[LogpResult]:
-        """Run the shared context once; then each response on top of a copy of its KV cache."""
+    def _forward_raw(self, ids, **kw):
+        return self.sm.model(input_ids=ids, **kw)
+
+    def _prefix_kv(self, tokens: tuple[int, ...]):
+        """KV of a shared prefix: kept, or run alone (always alone, so it rounds the same either way)."""
+        import torch
+
+        kv = self.prefixes.get(tokens)
+        if kv is not None:
+            self.stats.prefix_hits += 1
+            self.stats.prefix_tokens_saved += len(tokens)
+            return kv
+        out = self._forward(torch.tensor([list(tokens)], device=self.sm.device), logits_to_keep=1, use_cache=True)
+        kv = _layers_kv(out.past_key_values)
+        self.prefixes.put(tokens, kv)
+        return kv
+
+    def _reuse_chunk(self, groups, chunk, results) -> None:
+        """Contexts of the chunk's prompts in one batch (each on top of its prefix's KV), then their
+        responses in batches on top of the contexts.
+
+        KV layout of row i: [left pad | prefix_i] (width C) + [rest of context_i | right pad] (width R);
+        pads are masked out and positions are given explicitly, so every row computes exactly what it
+        would alone (up to floating-point rounding of different matmul shapes)."""
         import torch
 
         dev = self.sm.device
-        out = self._forward(torch.tensor([ctx], device=dev), logits_to_keep=1, use_cache=True)
-        self.stats.reused_contexts += 1
-        cache = out.past_key_values
-        last = out.logits[0, -1:]  # predicts each response's first token
-        results: list[LogpResult | None] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: -len(items[i].resp))
-        budget = max(1, self.max_batch_tokens)
-        for batch in _chunks([len(items[i].resp) for i in order], self.batch_size, budget):
-            rows = [order[b] for b in batch]
-            width = max(len(items[i].resp) for i in rows) - 1  # the last token predicts nothing
-            first_lp = _token_logps(last.expand(len(rows), -1),
-                                    torch.tensor([items[i].resp[0] for i in rows], device=dev))
+        ctxs = [groups[p][js[0]].ctx for p, js in chunk]
+        pre_lens = [groups[p][js[0]].prefix if groups[p][js[0]].prefix >= self.min_prefix else 0 for p, js in chunk]
+        pre_kvs = [self._prefix_kv(tuple(c[:n])) if n else None for c, n in zip(ctxs, pre_lens)]
+        P, C = len(chunk), max(pre_lens)
+        R = max(len(c) - n for c, n in zip(ctxs, pre_lens))
+        pad = self._pad_id()
+        ids = torch.full((P, R), pad, dtype=torch.long, device=dev)
+        mask = torch.zeros((P, C + R), dtype=torch.long, device=dev)
+        pos = torch.zeros((P, R), dtype=torch.long, device=dev)
+        for i, (c, n) in enumerate(zip(ctxs, pre_lens)):
+            rest = c[n:]
+            ids[i, : len(rest)] = torch.tensor(rest, device=dev)
+            mask[i, C - n: C + len(rest)] = 1
+            pos[i] = torch.arange(n, n + R, device=dev)
+        past = None
+        if C:
+            ref = next(kv for kv in pre_kvs if kv is not None)
+            padded = []
+            for layer, (k0, v0) in enumerate(ref):
+                k = k0.new_zeros((P, k0.shape[1], C, k0.shape[3]))
+                v = v0.new_zeros((P, v0.shape[1], C, v0.shape[3]))
+                for i, (kv, n) in enumerate(zip(pre_kvs, pre_lens)):
+                    if kv is not None:
+                        k[i, :, C - n:] = kv[layer][0][0]
+                        v[i, :, C - n:] = kv[layer][1][0]
+                padded.append((k, v))
+            past = _cache_from(padded)
+        last_col = torch.tensor([len(c) - n - 1 for c, n in zip(ctxs, pre_lens)], device=dev)
+        last, kv = self._select_forward(ids, past, mask, pos, torch.arange(P, device=dev), last_col)
+        self.stats.reused_contexts += P
+        ctx_kv = _layers_kv(kv)
+
+        # Responses: every (prompt, response) row, longest first, in batches on top of its prompt's context.
+        rows = [(i, p, j) for i, (p, js) in enumerate(chunk) for j in js]
+        rows.sort(key=lambda r: -len(groups[r[1]][r[2]].resp))
+        for batch in _chunks([len(groups[p][j].resp) for _, p, j in rows], self.batch_size, self.max_batch_tokens):
+            sel = [rows[b] for b in batch]
+            items = [groups[p][j] for _, p, j in sel]
+            src = torch.tensor([i for i, _, _ in sel], device=dev)
+            first_lp = _token_logps(last[src], torch.tensor([it.resp[0] for it in items], device=dev))
+            width = max(len(it.resp) for it in items) - 1  # the last token predicts nothing
+            rest_lp = None
             if width > 0:
-                ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long, device=dev)
-                for r, i in enumerate(rows):
-                    seq = items[i].resp[:-1]
-                    ids[r, : len(seq)] = torch.tensor(seq, device=dev)
-                past = copy.deepcopy(cache)
-                if len(rows) > 1:
-                    past.batch_repeat_interleave(len(rows))
-                logits = self._forward(ids, past=past).logits
-            for r, i in enumerate(rows):
-                n = len(items[i].resp)
+                rids = torch.full((len(sel), width), pad, dtype=torch.long, device=dev)
+                rpos = torch.zeros((len(sel), width), dtype=torch.long, device=dev)
+                for r, it in enumerate(items):
+                    seq = it.resp[:-1]
+                    rids[r, : len(seq)] = torch.tensor(seq, device=dev)
+                    rpos[r] = torch.arange(len(it.ctx), len(it.ctx) + width, device=dev)
+                rmask = torch.cat([mask[src], torch.ones((len(sel), width), dtype=torch.long, device=dev)], dim=1)
+                rpast = _cache_from([(k.index_select(0, src), v.index_select(0, src)) for k, v in ctx_kv])
+                bi = torch.tensor([r for r, it in enumerate(items) for _ in it.resp[1:]], dtype=torch.long, device=dev)
+                pi = torch.tensor([t for it in items for t in range(len(it.resp) - 1)], dtype=torch.long, device=dev)
+                logits, _ = self._select_forward(rids, rpast, rmask, rpos, bi, pi)
+                rest_lp = _token_logps(logits, torch.tensor([t for it in items for t in it.resp[1:]], device=dev))
+            at = 0
+            for r, ((_, p, j), it) in enumerate(zip(sel, items)):
+                n = len(it.resp)
+                lp = first_lp[r: r + 1]
                 if n > 1:
-                    rest = _token_logps(logits[r, : n - 1], torch.tensor(items[i].resp[1:], device=dev))
-                    lp = torch.cat([first_lp[r: r + 1], rest])
-                else:
-                    lp = first_lp[r: r + 1]
-                results[i] = self._result(lp)
-        return results  # type: ignore[return-value]
+                    lp = torch.cat([lp, rest_lp[at: at + n - 1]])
+                    at += n - 1
+                results[p][j] = self._result(lp)
 
     def _full_pass(self, items: list[Item]) -> list[LogpResult]:
         """Whole (context + response) sequences, right-padded, one forward."""
@@ -282,10 +473,11 @@ class LogpScorer:
         return 0
 
 
-def scorer_for(sm: ScoringModel, batch_size: int = 8, max_batch_tokens: int = 8192):
+def scorer_for(sm: ScoringModel, batch_size: int = 8, max_batch_tokens: int = 8192, prefix_cache_tokens: int = 16384):
     if sm.backend == "vllm":
-        return VllmScorer(sm)
-    return LogpScorer(sm, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+        return VllmScorer(sm)  # vLLM keeps its own prefix cache (enable_prefix_caching)
+    return LogpScorer(sm, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                      prefix_cache_tokens=prefix_cache_tokens)
 
 
 # --- vLLM backend (GPU): prompt log-probs of context + response; vLLM's prefix cache does the context reuse.

@@ -158,6 +158,56 @@ def test_context_reuse_equals_full_pass(models):
         assert r.sum == pytest.approx(hand_logp(sm, Q_MATH, t)[0], abs=1e-4)
 
 
+def test_shared_prefix_across_prompts_equals_full_pass(models):
+    """Guided prompts that drew the same exemplar share it (and the template header) as a prefix: it runs once;
+    results equal full passes, and do not depend on whether the prefix was already kept."""
+    from ratioloop_py.scoring import PrefixCache
+
+    lib = load_library(score_stage.DEFAULT_GUIDANCE)
+    ex = lib["REASONING"].exemplars[0].text
+    queries = ["What is 12 + 30?", "Is 91 prime?", "Sort [3, 1, 2] in Python.", "What is 7 * 6?"]
+    for name in ("strong", "weak_plain"):
+        sm = models[name]
+        groups = []
+        for k, q in enumerate(queries):
+            msgs = [{"role": "system", "content": ""}, {"role": "user", "content": ex + q + "\nGood Assistant:"}]
+            texts = ["42", "Let me think step by step.", "No."][: 1 if k == 3 else 3]
+            groups.append([make_item(sm, msgs, t, 2048, 2048, shared_chars=len(ex)) for t in texts])
+        n_ex = len(sm.tok(ex, add_special_tokens=False)["input_ids"])
+        assert all(n_ex - 2 <= g[0].prefix < len(g[0].ctx) for g in groups)
+        assert len({tuple(g[0].ctx[: g[0].prefix]) for g in groups}) == 1
+        fast = LogpScorer(sm, batch_size=4)
+        got = fast.score_prompts(groups)
+        ref = LogpScorer(sm, batch_size=1, reuse_context=False).score_prompts(groups)
+        for a_row, b_row in zip(got, ref):
+            for a, b in zip(a_row, b_row):
+                assert a.n_tokens == b.n_tokens and abs(a.sum - b.sum) < 1e-4
+        assert fast.stats.prefix_hits == 3 and fast.stats.full_passes == 0
+        assert fast.stats.prefix_tokens_saved == 3 * groups[0][0].prefix
+        naive_tokens = sum(len(it.ctx) + len(it.resp) for g in groups for it in g)
+        assert fast.stats.forward_tokens < naive_tokens / 2
+        # models whose logits are not plain lm_head(hidden) go through the whole model: same results
+        whole = LogpScorer(sm, batch_size=4)
+        whole._split = None
+        for a_row, b_row in zip(whole.score_prompts(groups), ref):
+            for a, b in zip(a_row, b_row):
+                assert abs(a.sum - b.sum) < 1e-4
+        # the same prompts again on a scorer whose prefix is already kept: bit-identical sums
+        again = fast.score_prompts(groups[2:])
+        assert [[r.sum for r in row] for row in again] == [[r.sum for r in row] for row in got[2:]]
+        # no shared_chars: only the template header is shared (still exact)
+        plain = [make_item(sm, [{"role": "user", "content": q}], "42", 2048, 2048) for q in queries]
+        assert all(0 < it.prefix < 20 for it in plain) or name == "weak_plain"
+    # the budget bounds what is kept; an entry over it is not kept at all
+    pc = PrefixCache(max_tokens=100)
+    pc.put(tuple(range(60)), "kv-a")
+    pc.put(tuple(range(1, 61)), "kv-b")
+    assert list(pc.entries.values()) == ["kv-b"] and pc.size == 60
+    pc.put(tuple(range(101)), "kv-big")
+    assert pc.get(tuple(range(101))) is None and pc.get(tuple(range(1, 61))) == "kv-b"
+    assert PrefixCache(max_tokens=0).get((1, 2)) is None
+
+
 def test_guidance_in_both_models_inputs_for_safety_and_reasoning_only(models):
     lib = load_library(score_stage.DEFAULT_GUIDANCE)
     seen: dict[str, list[str]] = {}
@@ -305,6 +355,9 @@ def test_guided_stage_and_mean_reward(tiny_models, tmp_path):
         assert "weak_n_tokens" in r  # plain rendering adds a leading space token
     m = json.loads((tmp_path / "score" / "manifest.json").read_text())
     assert m["reward"] == "mean" and m["metrics"]["guided_prompts"] == 2
+    for name in ("strong", "weak"):  # the work the scorers did is recorded
+        assert m["metrics"][f"scorer.{name}.forward_tokens"] > 0
+        assert m["metrics"][f"scorer.{name}.logit_rows"] > 0
 
 
 def test_bad_input_exits_2(tiny_models, tmp_path):
