@@ -26,6 +26,7 @@ from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.guidance import LABELS, apply_guidance, exemplar_chars, load_library  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
 from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label  # noqa: E402
+from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage, world  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "max_batch_tokens": 8192,
     "prefix_cache_tokens": 16384,
+    "num_processes": 1,
     "backend": "auto",
     "router": {"kind": "llm", "label": "CHAT", "max_new_tokens": 16},
     "guidance": {"enabled": True},
@@ -51,7 +53,7 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     p["guidance"] = {**DEFAULTS["guidance"], **(params.get("guidance") or {})}
     if p["reward"] not in ("sum", "mean"):
         raise BadInput(f"params.reward must be 'sum' or 'mean', got {p['reward']!r}")
-    for key in ("max_prompt_tokens", "max_response_tokens", "batch_size", "max_batch_tokens"):
+    for key in ("max_prompt_tokens", "max_response_tokens", "batch_size", "max_batch_tokens", "num_processes"):
         if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
             raise BadInput(f"params.{key} must be a positive integer, got {p[key]!r}")
     pc = p["prefix_cache_tokens"]
@@ -234,6 +236,10 @@ def main(stage: Stage) -> None:
     rows = read_samples(stage.input_path("samples"))
     guidance_dir = stage.input_path("guidance", required=False) or DEFAULT_GUIDANCE
     library = load_library(guidance_dir)
+    if p["num_processes"] > 1 and not under_launcher():
+        # Inputs are checked above, once, before any rank starts; the ranks re-read them.
+        run_data_parallel(stage, Path(__file__).resolve(), p["num_processes"])
+        return
     rank, world_size = world()
     partial = stage.partial_dir
     mine = [i for i in range(len(rows)) if i % world_size == rank]

@@ -220,3 +220,33 @@ def supervise(cmd: list[str], env: dict[str, str]) -> int:
         except KeyboardInterrupt:
             # Ctrl-C reached the whole foreground group; wait for the launcher to wind down.
             continue
+
+
+STATUS_DIR_ENV = "RATIOLOOP_STATUS_DIR"  # where a data-parallel rank records how it failed (see run_stage)
+
+
+def run_data_parallel(stage, script: Path, num_processes: int) -> None:
+    """Run this stage's own program as num_processes local ranks under torchrun and wait for them.
+
+    Each rank takes a strided slice of the work and writes its own shards; rank 0 merges and writes the
+    outputs and the manifest (the stage program does that when it sees RANK/WORLD_SIZE). This process holds
+    the stage folder's lock meanwhile. A rank's bad input (2) or exhausted resources (3) is reported as
+    such; torchrun alone would turn every failure into 1."""
+    partial = stage.partial_dir
+    clear_status(partial)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
+           str(script), "--spec", str(stage.spec_path)]
+    env = {**os.environ, LAUNCHED_ENV: "1", "RATIOLOOP_NO_LOCK": "1", STATUS_DIR_ENV: str(partial)}
+    if not has_gpu():  # share the cores instead of every rank taking all of them
+        env.setdefault("RATIOLOOP_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stage.log(f"launching {num_processes} data-parallel ranks: {' '.join(cmd)}")
+    rc = supervise(cmd, env)
+    code, msg = classified_exit(partial, rc)
+    if code == 2:
+        from .errors import BadInput
+
+        raise BadInput(msg or "a rank reported bad input")
+    if code != 0:
+        print(f"error: a rank failed (exit {code})" + (f": {msg}" if msg else ""), file=sys.stderr)
+        sys.exit(code)

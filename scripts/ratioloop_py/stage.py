@@ -243,13 +243,27 @@ def _is_oom(e: BaseException) -> bool:
     return "out of memory" in str(e).lower() and type(e).__name__ in ("OutOfMemoryError", "RuntimeError")
 
 
+def _record_rank_failure(code: int, message: str) -> None:
+    """Under run_data_parallel the launcher hides a rank's exit code; leave it where the supervisor looks."""
+    status_dir = os.environ.get("RATIOLOOP_STATUS_DIR")
+    if status_dir:
+        from .launch import write_status
+
+        write_status(Path(status_dir), int(os.environ.get("RANK", "0")), code, message)
+
+
 def run_stage(main: Callable[[Stage], None], argv: list[str] | None = None) -> None:
     """Entry point of every stage program: maps failures onto the exit-code contract."""
+    if os.environ.get("RATIOLOOP_STATUS_DIR"):
+        from .launch import set_parent_death_signal
+
+        set_parent_death_signal()  # torchrun puts ranks in sessions of their own: die with it, not after it
     try:
         stage = load_stage(argv)
         main(stage)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
+        _record_rank_failure(EXIT_BAD_INPUT, str(e))
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -259,5 +273,7 @@ def run_stage(main: Callable[[Stage], None], argv: list[str] | None = None) -> N
         traceback.print_exc()
         if _is_oom(e):
             print(f"error: out of memory: {e}", file=sys.stderr)
+            _record_rank_failure(EXIT_RESOURCE, f"out of memory: {e}")
             sys.exit(EXIT_RESOURCE)
+        _record_rank_failure(1, f"{type(e).__name__}: {e}")
         sys.exit(1)

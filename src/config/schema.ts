@@ -75,6 +75,7 @@ export const ScoreSchema = z.strictObject({
   max_response_tokens: z.int().positive().default(2048),
   batch_size: z.int().positive().default(8),
   max_batch_tokens: z.int().positive().default(8192).describe('cap on padded tokens per forward pass (bounds logits memory)'),
+  num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU): each scores a strided slice of the prompts, rank 0 merges'),
   prefix_cache_tokens: z.int().nonnegative().default(16384).describe('context positions whose KV is kept per model, so prompts sharing a prefix (a guidance exemplar, a system prompt) run it once; 0 = off'),
   backend,
   router: z

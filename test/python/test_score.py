@@ -368,3 +368,39 @@ def test_bad_input_exits_2(tiny_models, tmp_path):
     assert res.returncode == 2 and "samples.jsonl:2" in res.stderr
     with pytest.raises(Exception, match="reward"):
         score_stage.resolve_params({"reward": "max"})
+
+
+def test_two_data_parallel_ranks_under_torchrun(tiny_models, tmp_path, unguided_run):
+    """score.num_processes: 2 runs the stage as 2 torchrun ranks; each scores a strided slice into its own
+    shard, rank 0 merges; the result matches one process (batches differ, so up to rounding)."""
+    _, ref_rows, _ = unguided_run
+    samples = write_samples(tmp_path / "samples.jsonl", SAMPLES)
+    params = stage_params(tiny_models, guidance={"enabled": False}, num_processes=2)
+    out = tmp_path / "score"
+    res = run_script("score.py", make_spec(tmp_path, "score", params, {"samples": samples}, out=out),
+                     env={"RATIOLOOP_THREADS": "1"})
+    assert "launching 2 data-parallel ranks" in res.stdout + res.stderr
+    rows = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    assert [r["prompt_id"] for r in rows] == [r["prompt_id"] for r in ref_rows]
+    for r, ref in zip(rows, ref_rows):
+        assert r["n_tokens"] == ref["n_tokens"]
+        for a, b in zip(r["rewards"], ref["rewards"]):
+            assert (a is None and b is None) or abs(a - b) < 1e-4
+    for rank in (0, 1):
+        assert (out / "partial" / f"scores.rank{rank}-of2.jsonl").exists()
+    m = json.loads((out / "manifest.json").read_text())
+    per_rank = [json.loads((out / "partial" / f"done.rank{rank}-of2").read_text()) for rank in (0, 1)]
+    assert all(d["strong"]["forward_tokens"] > 0 for d in per_rank)  # both ranks did work, and it is summed
+    assert m["metrics"]["scorer.strong.forward_tokens"] == sum(d["strong"]["forward_tokens"] for d in per_rank)
+
+
+def test_rank_bad_input_is_reported_as_bad_input(tiny_models, tmp_path):
+    """torchrun turns any rank failure into exit 1; the stage still reports a rank's bad input as 2."""
+    samples = write_samples(tmp_path / "samples.jsonl", SAMPLES[:2])
+    params = stage_params(tiny_models, num_processes=2)
+    params["models"]["weak"] = model_spec(tmp_path / "no-such-model")
+    res = run_script("score.py", make_spec(tmp_path, "score", params, {"samples": samples}), check=False,
+                     env={"RATIOLOOP_THREADS": "1"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "launching 2 data-parallel ranks" in res.stdout + res.stderr  # the ranks found it, not the check before
+    assert "no-such-model" in res.stderr
