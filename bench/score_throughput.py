@@ -4,15 +4,18 @@
 (b) stage  – ratioloop_py.scoring.LogpScorer as score.py uses it: context KV computed once per prompt and
              reused for its N responses, kept prefixes shared across prompts (the same guidance exemplar or
              system prompt runs once), responses batched by length, lm_head only where needed.
-Inputs follow the embedded default (configs/tiny.yaml): its prompts (first --prompts of the demo set, routed
-by their domain field), its guidance library and seed (SAFETY / REASONING get an exemplar, as in the paper),
+Inputs follow the embedded default (configs/tiny.yaml): its prompt file (all 54 demo prompts, or the first
+--prompts; routed by their domain field), its guidance library and seed (SAFETY / REASONING get an exemplar, as in the paper),
 N responses each, strong = chat template, weak = the same weights without it. Response texts are synthetic;
 their lengths are drawn between half of and the full response cap (tiny.yaml's max_new_tokens unless
 --response-tokens is given), since only lengths matter for speed. The machine's fp32 matmul FLOP/s is measured
 in the same run. FLOPs are counted exactly: 2 × body parameters per token fed + 2 × lm_head parameters per
 logit row; "effective" divides the naive workload's FLOPs by (b)'s time.
 
-    python bench/score_throughput.py [--prompts 24] [--n N] [--response-tokens T] [--threads 2] [--json]
+    python bench/score_throughput.py [--prompts P] [--n N] [--response-tokens T] [--threads 2] [--json]
+
+The gain grows with the number of prompts that share an exemplar (in a real run: thousands of prompts, 3-10
+exemplars per domain) and with the context's share of the tokens; README.md records both ends.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny.yaml")
     ap.add_argument("--model", type=Path, default=ROOT / ".ratioloop" / "models" / "smollm2-135m-instruct")
-    ap.add_argument("--prompts", type=int, default=24)
+    ap.add_argument("--prompts", type=int, default=0, help="first P prompts of the prompt file (default: all)")
     ap.add_argument("--n", type=int, default=0, help="responses per prompt (default: the config's sample.n)")
     ap.add_argument("--response-tokens", type=int, default=0,
                     help="response length cap (default: the config's sample.max_new_tokens)")
@@ -97,7 +100,7 @@ def main() -> None:
     n = args.n or int(cfg["sample"]["n"])
     cap = args.response_tokens or int(cfg["sample"]["max_new_tokens"])
     seed = int(cfg.get("seed", 0))
-    prompts = read_jsonl_rows(args.config.parent / cfg["prompts"]["path"])[: args.prompts]
+    prompts = read_jsonl_rows(args.config.parent / cfg["prompts"]["path"])[: args.prompts or None]
     setup_threads()
     spec = {"path": str(args.model), "dtype": "float32", "device": "cpu"}
     ms = load_scoring_models({"strong": {**spec, "template": "chat"}, "weak": {**spec, "template": "none"}})
