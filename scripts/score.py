@@ -61,6 +61,9 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
         raise BadInput(f"params.prefix_cache_tokens must be a non-negative integer (0 = off), got {pc!r}")
     if p["backend"] not in ("auto", "hf", "vllm"):
         raise BadInput(f"params.backend must be auto, hf or vllm, got {p['backend']!r}")
+    if p["backend"] == "vllm" and p["num_processes"] > 1:
+        raise BadInput("params.num_processes must be 1 with backend vllm (vLLM batches the whole GPU itself); "
+                       "use backend hf for data-parallel ranks")
     kind = p["router"]["kind"]
     if kind not in ("llm", "field", "fixed"):
         raise BadInput(f"params.router.kind must be llm, field or fixed, got {kind!r}")
@@ -354,7 +357,7 @@ def load_models(stage: Stage, p: dict[str, Any], rank: int) -> dict[str, Any]:
         # No router model configured: the strong model (an instruct model) classifies.
         specs["router"] = stage.model_spec("router") if rspec else specs["strong"]
     _select_cuda_device(rank)
-    backend = pick_backend(p["backend"])
+    backend = pick_backend(p["backend"], world()[1])
     if backend == "vllm":
         from ratioloop_py.scoring import load_vllm_models
 
@@ -372,8 +375,8 @@ def _select_cuda_device(rank: int) -> None:
         pass
 
 
-def pick_backend(name: str) -> str:
-    if name == "hf":
+def pick_backend(name: str, world_size: int = 1) -> str:
+    if name == "hf" or world_size > 1:  # data-parallel ranks use transformers; vLLM batches on its own
         return "hf"
     try:
         import vllm  # noqa: F401

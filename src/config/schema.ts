@@ -251,6 +251,9 @@ export const ConfigSchema = z
     if (c.sample.seeds && c.sample.seeds.length !== c.sample.n) {
       ctx.addIssue({ code: 'custom', path: ['sample', 'seeds'], message: `has ${c.sample.seeds.length} seeds but sample.n is ${c.sample.n}: give one seed per response` });
     }
+    if (c.score.backend === 'vllm' && c.score.num_processes > 1) {
+      ctx.addIssue({ code: 'custom', path: ['score', 'num_processes'], message: 'must be 1 with score.backend vllm (vLLM batches the whole GPU itself); use backend hf or auto for data-parallel ranks' });
+    }
     const l = c.train.launch;
     if (l.num_machines > 1 && !l.main_process_ip) {
       ctx.addIssue({ code: 'custom', path: ['train', 'launch', 'main_process_ip'], message: 'required when num_machines > 1 (the address of machine_rank 0)' });
