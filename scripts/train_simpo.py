@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
 from ratioloop_py.launch import (  # noqa: E402
-    LAUNCHED_ENV, RESOLVED_ENV, accelerate_config, build_command, classified_exit, clear_status, resolve_launch,
+    LAUNCHED_ENV, RESOLVED_ENV, accelerate_config, build_command, clear_status, exit_as_ranks, resolve_launch,
     set_parent_death_signal, supervise, under_launcher, write_status,
 )
 from ratioloop_py.stage import Stage, _is_oom, run_stage, spec_hash, world  # noqa: E402
@@ -186,13 +186,7 @@ def run_supervisor(stage: Stage, p: dict[str, Any]) -> None:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage.log(f"launching {L['num_processes']} process(es) on {L['num_machines']} machine(s) "
               f"(this is machine {L['machine_rank']}): {' '.join(cmd)}")
-    rc = supervise(cmd, env)
-    code, msg = classified_exit(partial, rc)
-    if code == 2:
-        raise BadInput(msg or "a training rank reported bad input")
-    if code != 0:
-        print(f"error: training exited with code {code}" + (f": {msg}" if msg else ""), file=sys.stderr)
-        sys.exit(code)
+    exit_as_ranks(partial, supervise(cmd, env), "training")
     if L["machine_rank"] != 0:
         return  # machine 0 writes the outputs and the manifest on the shared filesystem
     result_path = partial / "result.json"

@@ -241,12 +241,16 @@ def run_data_parallel(stage, script: Path, num_processes: int) -> None:
         env.setdefault("RATIOLOOP_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage.log(f"launching {num_processes} data-parallel ranks: {' '.join(cmd)}")
-    rc = supervise(cmd, env)
-    code, msg = classified_exit(partial, rc)
+    exit_as_ranks(partial, supervise(cmd, env), "scoring")
+
+
+def exit_as_ranks(status_dir: Path, launcher_rc: int, what: str) -> None:
+    """Return if the ranks succeeded; else end this supervisor with the code the stage contract wants."""
+    code, msg = classified_exit(status_dir, launcher_rc)
     if code == 2:
         from .errors import BadInput
 
-        raise BadInput(msg or "a rank reported bad input")
+        raise BadInput(msg or f"a {what} rank reported bad input")
     if code != 0:
-        print(f"error: a rank failed (exit {code})" + (f": {msg}" if msg else ""), file=sys.stderr)
+        print(f"error: {what} exited with code {code}" + (f": {msg}" if msg else ""), file=sys.stderr)
         sys.exit(code)
