@@ -234,8 +234,16 @@ class PrefixCache:
             del self.entries[old]
 
 
+class NoKvReuse(Exception):
+    """The model's cache is not plain per-layer keys/values (e.g. recurrent or hybrid layers)."""
+
+
 def _layers_kv(cache) -> list[tuple[Any, Any]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(getattr(la, "keys", None) is not None and getattr(la, "values", None) is not None
+                             for la in layers):
+        raise NoKvReuse(type(cache).__name__)
+    return [(layer.keys, layer.values) for layer in layers]
 
 
 def _cache_from(kv: list[tuple[Any, Any]]):
@@ -276,8 +284,14 @@ class LogpScorer:
                 elif j not in reuse:
                     pool.append((p, j))
         with torch.inference_mode():
-            for chunk in self._prompt_chunks(groups, reuse_prompts):
-                self._reuse_chunk(groups, chunk, results)
+            for k, chunk in enumerate(chunks := self._prompt_chunks(groups, reuse_prompts)):
+                try:
+                    self._reuse_chunk(groups, chunk, results)
+                except NoKvReuse:
+                    # This model's cache cannot be padded and reused: whole-sequence passes from here on.
+                    self.reuse_context = False
+                    pool.extend((p, j) for ch in chunks[k:] for p, js in ch for j in js)
+                    break
             if pool:
                 # Longest first: the first batch shows an out-of-memory at once; similar lengths pad little.
                 pool.sort(key=lambda pj: -(len(groups[pj[0]][pj[1]].ctx) + len(groups[pj[0]][pj[1]].resp)))

@@ -192,6 +192,20 @@ def test_shared_prefix_across_prompts_equals_full_pass(models):
         for a_row, b_row in zip(whole.score_prompts(groups), ref):
             for a, b in zip(a_row, b_row):
                 assert abs(a.sum - b.sum) < 1e-4
+        # a model whose cache is not plain keys/values falls back to whole-sequence passes
+        import ratioloop_py.scoring as scoring_mod
+
+        odd = LogpScorer(sm, batch_size=4)
+        real = scoring_mod._layers_kv
+        scoring_mod._layers_kv = lambda cache: (_ for _ in ()).throw(scoring_mod.NoKvReuse("test"))
+        try:
+            fallback = odd.score_prompts(groups)
+        finally:
+            scoring_mod._layers_kv = real
+        assert odd.stats.full_passes == sum(len(g) for g in groups) and not odd.reuse_context
+        for a_row, b_row in zip(fallback, ref):
+            for a, b in zip(a_row, b_row):
+                assert abs(a.sum - b.sum) < 1e-4
         # the same prompts again on a scorer whose prefix is already kept: bit-identical sums
         again = fast.score_prompts(groups[2:])
         assert [[r.sum for r in row] for row in again] == [[r.sum for r in row] for row in got[2:]]
