@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.generate import batch_seed, generate_batch, generate_vllm, load_vllm, vllm_importable  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_partial_jsonl  # noqa: E402
+from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
 from ratioloop_py.models import encode, load_model, load_tokenizer, pick_device, setup_threads  # noqa: E402
 from ratioloop_py.sampling import (BadRows, LoadStats, Rendered, SampleParams, batch_key, dedup_sort,  # noqa: E402
                                    load_prompts_hf, load_prompts_jsonl, merge, plan_batches, rank_slice, render_fit,
@@ -168,6 +169,10 @@ def main(stage: Stage) -> None:
     if not prompts:
         raise BadInput("no usable prompts (every row was skipped or the source is empty)")
 
+    if prm.num_processes > 1 and not under_launcher():
+        choose_backend(prm, spec, prm.num_processes)  # vllm with several processes: bad input, said before launching
+        run_data_parallel(stage, Path(__file__).resolve(), prm.num_processes)
+        return
     backend_name = choose_backend(prm, spec, world_size)
     partial = stage.partial_dir
     reset_if_stale(partial, stage, prm.seeds, rank, world_size)

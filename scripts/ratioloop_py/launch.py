@@ -241,7 +241,7 @@ def run_data_parallel(stage, script: Path, num_processes: int) -> None:
         env.setdefault("RATIOLOOP_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     stage.log(f"launching {num_processes} data-parallel ranks: {' '.join(cmd)}")
-    exit_as_ranks(partial, supervise(cmd, env), "scoring")
+    exit_as_ranks(partial, supervise(cmd, env), str(stage.spec.get("stage", "stage")))
 
 
 def exit_as_ranks(status_dir: Path, launcher_rc: int, what: str) -> None:

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "backend": "auto",
     "tensor_parallel_size": 1,
+    "num_processes": 1,
     "system_prompt": None,
     "on_bad_row": "error",
     "prompts": {"hf": None, "limit": None},
@@ -52,6 +53,7 @@ class SampleParams:
     batch_size: int
     backend: str
     tensor_parallel_size: int
+    num_processes: int
     system_prompt: str | None
     on_bad_row: str
     hf: dict[str, Any] | None
@@ -128,7 +130,8 @@ def resolve_params(raw: dict[str, Any], run_seed: int, iteration: int) -> Sample
         max_new_tokens=_int(p, "max_new_tokens", 1), max_prompt_tokens=_int(p, "max_prompt_tokens", 8),
         truncation=_choice(p, "truncation", ("left", "middle")), stop=list(stop), stop_token_ids=list(stop_ids),
         batch_size=_int(p, "batch_size", 1), backend=_choice(p, "backend", ("auto", "hf", "vllm")),
-        tensor_parallel_size=_int(p, "tensor_parallel_size", 1), system_prompt=sp,
+        tensor_parallel_size=_int(p, "tensor_parallel_size", 1), num_processes=_int(p, "num_processes", 1),
+        system_prompt=sp,
         on_bad_row=_choice(p, "on_bad_row", ("error", "skip")), hf=hf, limit=limit,
     )
 

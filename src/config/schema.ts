@@ -66,6 +66,7 @@ export const SampleSchema = z.strictObject({
   batch_size: z.int().positive().default(8),
   backend,
   tensor_parallel_size: z.int().positive().default(1),
+  num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU, backend hf): each samples a strided slice of the prompts, rank 0 merges'),
   system_prompt: z.string().nullable().default(null),
 });
 
@@ -250,6 +251,9 @@ export const ConfigSchema = z
     }
     if (c.sample.seeds && c.sample.seeds.length !== c.sample.n) {
       ctx.addIssue({ code: 'custom', path: ['sample', 'seeds'], message: `has ${c.sample.seeds.length} seeds but sample.n is ${c.sample.n}: give one seed per response` });
+    }
+    if (c.sample.backend === 'vllm' && c.sample.num_processes > 1) {
+      ctx.addIssue({ code: 'custom', path: ['sample', 'num_processes'], message: 'must be 1 with sample.backend vllm (use tensor_parallel_size); use backend hf or auto for data-parallel ranks' });
     }
     if (c.score.backend === 'vllm' && c.score.num_processes > 1) {
       ctx.addIssue({ code: 'custom', path: ['score', 'num_processes'], message: 'must be 1 with score.backend vllm (vLLM batches the whole GPU itself); use backend hf or auto for data-parallel ranks' });

@@ -247,6 +247,23 @@ def test_two_processes_slice_and_merge_like_one(tmp_path, tiny_models):
     assert manifest(out)["sample"]["world_size"] == 2
 
 
+def test_num_processes_runs_torchrun_ranks(tiny_models, tmp_path):
+    """sample.num_processes: 2 launches the stage as 2 torchrun ranks; same samples as one process."""
+    prompts = write_prompts(tmp_path / "p.jsonl")
+    prm = params(tiny_models, seeds=[3, 4], batch_size=1, max_new_tokens=4)
+    one = make_spec(tmp_path, "sample", prm, {"prompts": prompts}, out=tmp_path / "one")
+    assert run_inproc(one) == 0
+    two = make_spec(tmp_path, "sample", {**prm, "num_processes": 2}, {"prompts": prompts}, out=tmp_path / "two")
+    res = run_script("sample.py", two, env={"RATIOLOOP_THREADS": "1", "RATIOLOOP_MERGE_TIMEOUT_S": "120"})
+    assert "launching 2 data-parallel ranks" in res.stdout + res.stderr
+    assert (tmp_path / "two" / "samples.jsonl").read_bytes() == (tmp_path / "one" / "samples.jsonl").read_bytes()
+    assert manifest(tmp_path / "two")["sample"]["world_size"] == 2
+    bad = make_spec(tmp_path, "sample", {**prm, "num_processes": 2, "backend": "vllm"}, {"prompts": prompts},
+                    out=tmp_path / "bad")
+    res = run_script("sample.py", bad, check=False)
+    assert res.returncode == 2 and "launching" not in res.stdout + res.stderr
+
+
 # --- rendering: truncation and BOS -----------------------------------------------------------------------
 
 def test_cut_ids_modes():
