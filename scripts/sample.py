@@ -113,7 +113,7 @@ def reset_if_stale(partial: Path, stage: Stage, seeds: list[int], rank: int, wor
         (partial / shard_name(s, rank, world_size)).unlink(missing_ok=True)
     done_marker(partial, rank, world_size).unlink(missing_ok=True)
     if have is not None:
-        stage.log(f"partial shards were made by another spec; starting this rank's shards afresh", level="warn")
+        stage.log("partial shards were made by another spec; starting this rank's shards afresh", level="warn")
     atomic_write_json(state, {"specHash": want})
 
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.guidance import LABELS, apply_guidance, exemplar_chars, load_library  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
-from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label  # noqa: E402
 from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
+from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage, world  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -376,7 +376,10 @@ def _select_cuda_device(rank: int) -> None:
 
 
 def pick_backend(name: str, world_size: int = 1) -> str:
-    if name == "hf" or world_size > 1:  # data-parallel ranks use transformers; vLLM batches on its own
+    if name == "vllm" and world_size > 1:  # e.g. the user's own torchrun; num_processes is checked in resolve_params
+        raise BadInput("params.backend vllm runs as one process (vLLM batches the whole GPU itself), "
+                       "not as several data-parallel ranks; use backend hf or auto")
+    if name == "hf" or world_size > 1:  # data-parallel ranks use transformers
         return "hf"
     try:
         import vllm  # noqa: F401

@@ -27,6 +27,7 @@ LAUNCHED_ENV = "RATIOLOOP_LAUNCHED"
 MACHINE_RANK_ENV = "RATIOLOOP_MACHINE_RANK"  # overrides params.launch.machine_rank on machines 1..n-1
 RESOLVED_ENV = "RATIOLOOP_LAUNCH_RESOLVED"  # the supervisor's resolved launch block (JSON), read by the ranks
 STATUS_PREFIX = "exit_status.rank"
+STATUS_DIR_ENV = "RATIOLOOP_STATUS_DIR"  # where a data-parallel rank records how it failed (stage.run_stage)
 
 LAUNCH_DEFAULTS: dict[str, Any] = {
     "num_processes": 1,
@@ -222,9 +223,6 @@ def supervise(cmd: list[str], env: dict[str, str]) -> int:
             continue
 
 
-STATUS_DIR_ENV = "RATIOLOOP_STATUS_DIR"  # where a data-parallel rank records how it failed (see run_stage)
-
-
 def run_data_parallel(stage, script: Path, num_processes: int) -> None:
     """Run this stage's own program as num_processes local ranks under torchrun and wait for them.
 
@@ -248,8 +246,6 @@ def exit_as_ranks(status_dir: Path, launcher_rc: int, what: str) -> None:
     """Return if the ranks succeeded; else end this supervisor with the code the stage contract wants."""
     code, msg = classified_exit(status_dir, launcher_rc)
     if code == 2:
-        from .errors import BadInput
-
         raise BadInput(msg or f"a {what} rank reported bad input")
     if code != 0:
         print(f"error: {what} exited with code {code}" + (f": {msg}" if msg else ""), file=sys.stderr)

@@ -12,13 +12,14 @@ and its KV cache is kept (PrefixCache); the rests of several prompts then run in
 prefixes, and the N responses of those prompts in one more batch on top of their contexts, so weights are read
 once per batch rather than once per sequence. Because a prefix always runs alone, a result never depends on
 whether its prefix was already kept (a resumed run rounds exactly like an uninterrupted one). Items whose full
-text does not begin with the context's tokens fall back to whole-sequence passes, batched by length.
+text does not begin with the context's tokens, and models whose cache is not plain keys/values, fall back to
+whole-sequence passes, batched by length.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -166,7 +167,6 @@ class ScoreStats:
     full_passes: int = 0
     prefix_hits: int = 0  # contexts that started from a kept prefix
     prefix_tokens_saved: int = 0
-    by_model: dict[str, int] = field(default_factory=dict)
 
 
 def _token_logps(logits, targets):
@@ -266,6 +266,7 @@ class LogpScorer:
         self.prefixes = PrefixCache(prefix_cache_tokens)
         self.min_prefix = max(1, int(min_prefix))  # shorter shared prefixes are not worth a forward of their own
         self.stats = ScoreStats()
+        self._split = self._split_head()
 
     def score_prompts(self, groups: Sequence[Sequence[Item]]) -> list[list[LogpResult]]:
         """groups[p] = items of prompt p (the same context). Returns results in the same shape."""
@@ -284,7 +285,7 @@ class LogpScorer:
                 elif j not in reuse:
                     pool.append((p, j))
         with torch.inference_mode():
-            for k, chunk in enumerate(chunks := self._prompt_chunks(groups, reuse_prompts)):
+            for k, chunk in enumerate(chunks := self._prompt_chunks(reuse_prompts)):
                 try:
                     self._reuse_chunk(groups, chunk, results)
                 except NoKvReuse:
@@ -303,7 +304,7 @@ class LogpScorer:
                         results[p][j] = r
         return results  # type: ignore[return-value]
 
-    def _prompt_chunks(self, groups, reuse_prompts):
+    def _prompt_chunks(self, reuse_prompts):
         """Consecutive prompts whose responses fit one batch (a prompt with more gets a chunk of its own)."""
         chunks, cur, rows = [], [], 0
         for p, js in reuse_prompts:
@@ -323,41 +324,36 @@ class LogpScorer:
         self.stats.scored_tokens += n
         return LogpResult(total, n, [float(x) for x in lp.tolist()] if self.keep_token_logps else None)
 
-    def _forward(self, input_ids, past=None, logits_to_keep=0, use_cache: bool = False, **kw):
-        args: dict[str, Any] = {"input_ids": input_ids, "use_cache": use_cache or past is not None, **kw}
-        if past is not None:
-            args["past_key_values"] = past
-        if not isinstance(logits_to_keep, int) or logits_to_keep:
-            args["logits_to_keep"] = logits_to_keep
+    def _forward(self, input_ids, logits_to_keep: int = 0, use_cache: bool = False):
+        """Whole sequences (no past); logits for the last logits_to_keep positions (0 = all)."""
+        kw: dict[str, Any] = {"input_ids": input_ids, "use_cache": use_cache}
+        if logits_to_keep:
+            kw["logits_to_keep"] = logits_to_keep
         self.stats.forward_tokens += int(input_ids.numel())
-        kept = (int(logits_to_keep.numel()) if not isinstance(logits_to_keep, int)
-                else logits_to_keep or int(input_ids.shape[1]))
-        self.stats.logit_rows += int(input_ids.shape[0]) * kept
-        return self.sm.model(**args)
+        self.stats.logit_rows += int(input_ids.shape[0]) * (logits_to_keep or int(input_ids.shape[1]))
+        return self.sm.model(**kw)
 
     def _split_head(self):
         """(decoder, lm_head) when logits are exactly lm_head(last hidden state), else None (models that scale
         or soft-cap their logits go through the whole model)."""
-        if not hasattr(self, "_split"):
-            m = self.sm.model
-            cfg = getattr(m, "config", None)
-            odd = any(getattr(cfg, a, None) for a in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
-            dec = m.get_decoder() if hasattr(m, "get_decoder") else None
-            head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
-            self._split = None if odd or dec is None or head is None or dec is m else (dec, head)
-        return self._split
+        m = self.sm.model
+        cfg = getattr(m, "config", None)
+        odd = any(getattr(cfg, a, None) for a in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+        dec = m.get_decoder() if hasattr(m, "get_decoder") else None
+        head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+        return None if odd or dec is None or head is None or dec is m else (dec, head)
 
     def _select_forward(self, ids, past, mask, pos, bi, pi):
         """Forward, then logits only at (row bi[k], column pi[k]): no lm_head work on pads or unneeded positions.
         Returns (logits [K, vocab], KV cache)."""
-        split = self._split_head()
+        split = self._split
         kw = {"attention_mask": mask, "position_ids": pos, "use_cache": True}
         if past is not None:
             kw["past_key_values"] = past
         self.stats.forward_tokens += int(ids.numel())
         if split is None:
             cols = sorted(set(pi.tolist()))
-            out = self._forward_raw(ids, logits_to_keep=ids.new_tensor(cols), **kw)
+            out = self.sm.model(input_ids=ids, logits_to_keep=ids.new_tensor(cols), **kw)
             self.stats.logit_rows += int(ids.shape[0]) * len(cols)
             where = {c: k for k, c in enumerate(cols)}
             return out.logits[bi, ids.new_tensor([where[int(c)] for c in pi])], out.past_key_values
@@ -365,9 +361,6 @@ class LogpScorer:
         out = dec(input_ids=ids, **kw)
         self.stats.logit_rows += int(bi.numel())
         return head(out.last_hidden_state[bi, pi]), out.past_key_values
-
-    def _forward_raw(self, ids, **kw):
-        return self.sm.model(input_ids=ids, **kw)
 
     def _prefix_kv(self, tokens: tuple[int, ...]):
         """KV of a shared prefix: kept, or run alone (always alone, so it rounds the same either way)."""

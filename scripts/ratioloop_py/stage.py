@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .errors import EXIT_BAD_INPUT, EXIT_RESOURCE, BadInput, ResourceExhausted
 from .io import atomic_write_json, count_jsonl_rows, sha256_path
+from .launch import MACHINE_RANK_ENV, STATUS_DIR_ENV, set_parent_death_signal, write_status
 
 
 def _now() -> str:
@@ -211,7 +212,7 @@ def _lock_output_dir(out: Path) -> None:
 
     if not is_main_process() or os.environ.get("RATIOLOOP_NO_LOCK"):
         return
-    if os.environ.get("RATIOLOOP_MACHINE_RANK", "0") not in ("", "0"):
+    if os.environ.get(MACHINE_RANK_ENV, "0") not in ("", "0"):
         return  # multi-node training: machines 1..N-1 share machine 0's stage folder and must not wait on its lock
     f = open(out / ".lock", "w")  # noqa: SIM115 - held for the life of the process
     fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -245,18 +246,14 @@ def _is_oom(e: BaseException) -> bool:
 
 def _record_rank_failure(code: int, message: str) -> None:
     """Under run_data_parallel the launcher hides a rank's exit code; leave it where the supervisor looks."""
-    status_dir = os.environ.get("RATIOLOOP_STATUS_DIR")
+    status_dir = os.environ.get(STATUS_DIR_ENV)
     if status_dir:
-        from .launch import write_status
-
         write_status(Path(status_dir), int(os.environ.get("RANK", "0")), code, message)
 
 
 def run_stage(main: Callable[[Stage], None], argv: list[str] | None = None) -> None:
     """Entry point of every stage program: maps failures onto the exit-code contract."""
-    if os.environ.get("RATIOLOOP_STATUS_DIR"):
-        from .launch import set_parent_death_signal
-
+    if os.environ.get(STATUS_DIR_ENV):
         set_parent_death_signal()  # torchrun puts ranks in sessions of their own: die with it, not after it
     try:
         stage = load_stage(argv)

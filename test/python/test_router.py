@@ -105,7 +105,10 @@ def test_local_router_picks_most_likely_label(tiny_models):
     from ratioloop_py.scoring import load_scoring_models, make_item, naive_logp
 
     sm = load_scoring_models({"r": model_spec(tiny_models["strong"])})["r"]
-    out = LocalRouter(sm).route_many([Q, [{"role": "user", "content": "hi"}]])
+    router = LocalRouter(sm)
+    out = router.route_many([Q, [{"role": "user", "content": "hi"}]])
+    # the classification instructions are a shared prefix: run for the first prompt, reused for the second
+    assert router.scorer.stats.prefix_hits == 1 and router.scorer.stats.prefix_tokens_saved > 50
     for (label, how, lps), msgs in zip(out, [Q, [{"role": "user", "content": "hi"}]]):
         assert how == "llm-logprob" and label in LABELS
         cls = [{"role": "user", "content": classification_prompt(msgs)}]

@@ -209,9 +209,10 @@ def test_shared_prefix_across_prompts_equals_full_pass(models):
         # the same prompts again on a scorer whose prefix is already kept: bit-identical sums
         again = fast.score_prompts(groups[2:])
         assert [[r.sum for r in row] for row in again] == [[r.sum for r in row] for row in got[2:]]
-        # no shared_chars: only the template header is shared (still exact)
+        # no shared_chars: only the template text before the user's content is shared
         plain = [make_item(sm, [{"role": "user", "content": q}], "42", 2048, 2048) for q in queries]
-        assert all(0 < it.prefix < 20 for it in plain) or name == "weak_plain"
+        assert len({tuple(it.ctx[: it.prefix]) for it in plain}) == 1 and all(0 < it.prefix < 20 for it in plain)
+        assert "12" not in sm.tok.decode(plain[0].ctx[: plain[0].prefix])
     # the budget bounds what is kept; an entry over it is not kept at all
     pc = PrefixCache(max_tokens=100)
     pc.put(tuple(range(60)), "kv-a")
@@ -225,6 +226,7 @@ def test_shared_prefix_across_prompts_equals_full_pass(models):
 def test_guidance_in_both_models_inputs_for_safety_and_reasoning_only(models):
     lib = load_library(score_stage.DEFAULT_GUIDANCE)
     seen: dict[str, list[str]] = {}
+    prefixes: dict[str, list[str]] = {}
 
     class Recorder:
         def __init__(self, name, sm):
@@ -236,6 +238,7 @@ def test_guidance_in_both_models_inputs_for_safety_and_reasoning_only(models):
             for g in groups:
                 for it in g:
                     seen.setdefault(self.name, []).append(self.sm.tok.decode(it.ctx))
+                    prefixes.setdefault(self.name, []).append(self.sm.tok.decode(it.ctx[: it.prefix]))
             return [[LogpResult(-1.0, 1) for _ in g] for g in groups]
 
     rows = [{"prompt_id": p, "messages": m, "texts": ["x"]} for p, m in (("r", Q_MATH), ("s", Q_SAFE), ("c", Q_CHAT))]
@@ -252,6 +255,12 @@ def test_guidance_in_both_models_inputs_for_safety_and_reasoning_only(models):
             ex = next(e for e in lib[lab].exemplars if e.id == ex_id)
             assert ex.text in ctx and "Good Assistant:" in ctx and "Bad Assistant:" in ctx
         assert "Good Assistant:" not in ctx_c and "Explanation:" not in ctx_c
+        # the exemplar (not the query) is the shared prefix of the guided prompts
+        pre_r, pre_s, pre_c = prefixes[name]
+        for pre, ctx in ((pre_r, ctx_r), (pre_s, ctx_s)):
+            assert "Bad Assistant:" in pre and "What is 12" not in pre and "hurt my neighbour" not in pre
+            assert ctx.startswith(pre)
+        assert "Paris" not in pre_c and len(pre_c) < len(pre_r) / 4
         tail = ("User: What is 12 + 30?\nGood Assistant:<|im_end|>\n<|im_start|>assistant\n" if name == "strong"
                 else "User: What is 12 + 30?\nGood Assistant:\n\nAssistant:")
         assert ctx_r.endswith(tail)
@@ -386,6 +395,9 @@ def test_bad_input_exits_2(tiny_models, tmp_path):
         score_stage.resolve_params({"backend": "vllm", "num_processes": 2})
     with pytest.raises(Exception, match="prefix_cache_tokens"):
         score_stage.resolve_params({"prefix_cache_tokens": -1})
+    with pytest.raises(Exception, match="vllm runs as one process"):  # under the user's own torchrun
+        score_stage.pick_backend("vllm", world_size=2)
+    assert score_stage.pick_backend("auto", world_size=2) == "hf"
 
 
 def test_two_data_parallel_ranks_under_torchrun(tiny_models, tmp_path, unguided_run):
