@@ -2,11 +2,12 @@
 """pairs stage: scores + samples → preference pairs in TRL's conversational preference format.
 
 For each prompt, chosen = the response with the highest reward and rejected = the one with the lowest (ties broken
-by the lower response index, so the result does not depend on sort stability). A prompt is dropped, and counted by
-the first reason that applies, when:
+by the lower response index, so the result does not depend on sort stability). An empty response (whitespace only)
+is never chosen or rejected: it is dropped as a candidate, not the whole prompt, and counted (empty_candidates). A
+prompt is dropped, and counted by the first reason that applies, when:
   no_valid_reward – fewer than two responses have a (non-null, finite) reward,
+  empty           – fewer than two of those are non-empty,
   tie             – the highest reward equals the lowest,
-  empty           – the chosen or the rejected text is empty (whitespace only),
   identical_text  – chosen and rejected texts are the same (after trimming whitespace),
   below_margin    – score_chosen − score_rejected < params.min_margin (when set).
 The kept pairs are split into train/test with a seeded shuffle; both files are sorted by prompt_id so that the
@@ -33,7 +34,7 @@ from ratioloop_py.io import atomic_write_jsonl, read_jsonl  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage  # noqa: E402
 
 DEFAULTS: dict[str, Any] = {"min_margin": None, "test_fraction": 0.1, "test_count": None, "reward": "sum"}
-DROP_REASONS = ("no_valid_reward", "tie", "empty", "identical_text", "below_margin")
+DROP_REASONS = ("no_valid_reward", "empty", "tie", "identical_text", "below_margin")
 
 
 def resolve_params(raw: dict[str, Any]) -> dict[str, Any]:
@@ -93,18 +94,22 @@ def make_pair(score_row: dict[str, Any], sample_row: dict[str, Any], p: dict[str
     if len(rewards) != len(responses):
         raise BadInput(f"{where}: {len(rewards)} rewards for {len(responses)} responses of prompt "
                        f"{score_row.get('prompt_id')!r} (they must match one to one, in order)")
-    info = {"n_null": sum(1 for r in rewards if not _valid(r))}
+    info = {"n_null": sum(1 for r in rewards if not _valid(r)), "n_empty": 0}
     valid = [i for i, r in enumerate(rewards) if _valid(r)]
     if len(valid) < 2:
         return None, "no_valid_reward", info
-    hi = max(valid, key=lambda i: (rewards[i], -i))
-    lo = min(valid, key=lambda i: (rewards[i], i))
+    # An empty best or worst response drops that candidate only (the next one takes its place); removing
+    # every empty candidate up front gives the same pair, since one that is neither best nor worst never counts.
+    texts = {i: str(responses[i].get("text") or "") for i in valid}
+    nonempty = [i for i in valid if texts[i].strip()]
+    info["n_empty"] = len(valid) - len(nonempty)
+    if len(nonempty) < 2:
+        return None, "empty", info
+    hi = max(nonempty, key=lambda i: (rewards[i], -i))
+    lo = min(nonempty, key=lambda i: (rewards[i], i))
     if rewards[hi] == rewards[lo]:
         return None, "tie", info
-    c_text = str(responses[hi].get("text") or "")
-    r_text = str(responses[lo].get("text") or "")
-    if not c_text.strip() or not r_text.strip():
-        return None, "empty", info
+    c_text, r_text = texts[hi], texts[lo]
     if c_text.strip() == r_text.strip():
         return None, "identical_text", info
     margin = float(rewards[hi]) - float(rewards[lo])
@@ -160,6 +165,7 @@ def main(stage: Stage) -> None:
     kept: list[dict[str, Any]] = []
     infos: list[dict[str, Any]] = []
     n_null = 0
+    n_empty = 0
     n_score_errors = 0
     seen: set[str] = set()
     for k, (line, row) in enumerate(score_rows, start=1):
@@ -176,6 +182,7 @@ def main(stage: Stage) -> None:
             n_score_errors += 1
         pair, reason, info = make_pair(row, samples[str(pid)][1], p, where)
         n_null += info["n_null"]
+        n_empty += info["n_empty"]
         if pair is None:
             dropped[reason] += 1
         else:
@@ -207,6 +214,7 @@ def main(stage: Stage) -> None:
         "dropped": sum(dropped.values()),
         **{f"dropped_{r}": n for r, n in dropped.items()},
         "null_rewards": n_null,
+        "empty_candidates": n_empty,  # empty responses left out of a prompt's ranking (the prompt may still pair)
         "prompts_with_score_errors": n_score_errors,
         "reward": p["reward"],
         "margin_mean": _mean(margins),

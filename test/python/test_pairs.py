@@ -45,13 +45,17 @@ RULES = [
     _prompt("nulls", ["only one", "none", "none2"], [None, 2.0, None]),
     _prompt("null_ok", ["best but null", "good", "worse"], [None, 4.0, -1.0]),
     _prompt("multi_max", ["first max", "second max", "low"], [3.0, 3.0, 0.0]),
+    # the best and the worst responses are empty: those two candidates go, the prompt pairs the others
+    _prompt("empty_ends", ["", "good", " \n", "middle", "worse"], [9.0, 4.0, -9.0, 2.0, 0.5]),
 ]
 
 
 def test_pair_rules_and_drop_counts(tmp_path):
     res, out = _run(tmp_path, RULES, {"min_margin": 1.0, "test_fraction": 0.0})
     rows = {r["prompt_id"]: r for r in _rows(out / "train.jsonl")}
-    assert set(rows) == {"ok", "null_ok", "multi_max"}
+    assert set(rows) == {"ok", "null_ok", "multi_max", "empty_ends"}
+    ends = rows["empty_ends"]
+    assert (ends["chosen"][0]["content"], ends["rejected"][0]["content"], ends["margin"]) == ("good", "worse", 3.5)
     ok = rows["ok"]
     assert ok["chosen"] == [{"role": "assistant", "content": "the best answer"}]
     assert ok["rejected"] == [{"role": "assistant", "content": "short bad"}]
@@ -65,10 +69,11 @@ def test_pair_rules_and_drop_counts(tmp_path):
     m = man["metrics"]
     assert (m["dropped_tie"], m["dropped_identical_text"], m["dropped_empty"], m["dropped_below_margin"],
             m["dropped_no_valid_reward"]) == (1, 1, 1, 1, 1)
-    assert m["kept"] == 3 and m["dropped"] == 5 and m["prompts"] == 8
+    assert m["kept"] == 4 and m["dropped"] == 5 and m["prompts"] == 9
     assert m["null_rewards"] == 3
+    assert m["empty_candidates"] == 1 + 2  # "empty" (one of its two) and "empty_ends" (two of five)
     assert m["margin_min"] == 2.0 and m["margin_max"] == 5.0
-    assert m["chosen_tokens_mean"] == (3 + 1 + 2) / 3 and m["rejected_tokens_mean"] == (2 + 1 + 1) / 3
+    assert m["chosen_tokens_mean"] == (3 + 1 + 2 + 1) / 4 and m["rejected_tokens_mean"] == (2 + 1 + 1 + 1) / 4
     assert {o["name"] for o in man["outputs"]} == {"pairs", "pairs_test"}
     assert all(e["type"] in ("progress", "metric", "log") for e in stdout_events(res))
 
