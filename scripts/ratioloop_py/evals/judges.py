@@ -29,6 +29,7 @@ class JudgeRequest:
     max_tokens: int = 2048             # API judge
     temperature: float = 0.0           # API judge
     logprobs: bool = False             # API judge: one token, read the top log-probs (AlpacaEval)
+    body: dict[str, Any] = field(default_factory=dict)  # API judge: extra body keys an official tool sends (n, top_p)
 
 
 @dataclass
@@ -161,6 +162,7 @@ class ApiJudge(Judge):
                                 "max_tokens": 1 if req.logprobs else req.max_tokens, **self.extra_body}
         if req.logprobs:
             body.update(logprobs=True, top_logprobs=5)
+        body.update(req.body)
         return body
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
