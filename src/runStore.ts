@@ -44,12 +44,14 @@ export interface RunRecord {
   stages: StageRecord[];
 }
 
-export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+export async function writeFileAtomic(file: string, text: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n');
+  await writeFile(tmp, text);
   await rename(tmp, file);
 }
+
+export const writeJsonAtomic = (file: string, value: unknown): Promise<void> => writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
 
 export async function readRun(runDir: string): Promise<RunRecord> {
   const file = path.join(runDir, 'run.json');

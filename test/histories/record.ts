@@ -1,0 +1,92 @@
+// Records the replay-test histories from real runs of the fixture stages (not a test: run it by hand after a
+// deliberate, patched() change to the workflow, to add histories made by the new code):
+//   npx tsx test/histories/record.ts LABEL        → test/histories/LABEL-<scenario>-<execution>.binpb
+// Each file is one workflow execution (temporal.api.history.v1.History, binary protobuf); a continued-as-new run gives one file per
+// execution. Old files are kept: they are what proves new code still replays runs that old code started.
+import { stat, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import protoPkg from '@temporalio/proto';
+import { startDevServer } from '../../src/devServer';
+import { startWorkers } from '../../src/worker';
+import type { RunPlan } from '../../workflows/types';
+import { fixturePlan, fixtureScripts } from '../helpers';
+
+// @temporalio/proto is CommonJS: its namespace comes through the default export under ESM.
+const { temporal } = protoPkg;
+
+const label = process.argv[2];
+if (!label || !/^[a-z0-9-]+$/.test(label)) {
+  process.stderr.write('usage: npx tsx test/histories/record.ts LABEL (lowercase letters, digits, -)\n');
+  process.exit(2);
+}
+const outDir = path.dirname(new URL(import.meta.url).pathname);
+
+interface Scenario {
+  name: string;
+  fixture: Record<string, unknown>;
+  iterations: number;
+  /** Runs against the started workflow (e.g. cancel it); the recorder then waits for it to close. */
+  drive?: (plan: RunPlan, client: Client) => Promise<void>;
+}
+
+async function waitFor(file: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (await stat(file).then(() => true, () => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${file}`);
+}
+
+const dir = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-record-'));
+const flag = path.join(dir, 'input-is-bad');
+const scenarios: Scenario[] = [
+  { name: 'two-iter', fixture: {}, iterations: 2 },
+  { name: 'retry', fixture: { score: { fail_attempts: 1 } }, iterations: 1 },
+  { name: 'bad-input', fixture: { pairs: { bad_input: 'scores.jsonl:3: rewards must be a list', bad_input_while: flag } }, iterations: 2 },
+  {
+    name: 'cancel',
+    fixture: { sample: { sleep_s: 120, spawn_child: true } },
+    iterations: 2,
+    drive: async (plan, client) => {
+      await waitFor(path.join(plan.runDir, 'iter-1/sample/child.pid'));
+      await client.workflow.getHandle(plan.runId).cancel();
+    },
+  },
+];
+
+const server = await startDevServer({ dir: path.join(dir, 'temporal') });
+const connection = await Connection.connect({ address: server.address });
+const client = new Client({ connection });
+try {
+  await writeFile(flag, 'x');
+  for (const sc of scenarios) {
+    const runId = `${label}-${sc.name}`;
+    const plan = await fixturePlan(path.join(dir, sc.name), runId, sc.fixture);
+    plan.iterations = sc.iterations;
+    const workers = await startWorkers({ settings: { address: server.address, namespace: 'default' }, roles: ['control', 'cpu', 'gpu'], queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } });
+    try {
+      const h = await client.workflow.start('alignmentRun', { workflowId: runId, taskQueue: plan.queues.control, args: [plan] });
+      await sc.drive?.(plan, client);
+      await h.result().catch(() => undefined);
+    } finally {
+      await workers.shutdown();
+    }
+    // Follow the chain of executions from the first one.
+    let runIdOfExecution: string | undefined = (await client.workflow.getHandle(runId).describe()).raw.workflowExecutionInfo?.firstRunId ?? undefined;
+    for (let n = 1; runIdOfExecution; n++) {
+      const history = await client.workflow.getHandle(runId, runIdOfExecution).fetchHistory();
+      // Binary protobuf: the SDK's JSON history reader is broken by the nested protobufjs copies npm installs.
+      const file = path.join(outDir, `${label}-${sc.name}-${n}.binpb`);
+      await writeFile(file, temporal.api.history.v1.History.encode(history).finish());
+      process.stdout.write(`${file}: ${history.events?.length ?? 0} events\n`);
+      const last = history.events?.[history.events.length - 1];
+      runIdOfExecution = last?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined;
+    }
+  }
+} finally {
+  await connection.close();
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+}
