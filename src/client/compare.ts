@@ -12,9 +12,13 @@ export interface IterationRow {
   pairsDropped?: number;
   marginMean?: number;
   marginByDomain: Record<string, number>;
+  /** Per routed domain: prompts the score stage routed there and how many of them were guided. */
+  routedByDomain: Record<string, { prompts: number; guided: number }>;
   trainLoss?: number;
   trainAccuracy?: number;
-  eval: Record<string, { value: number; low?: number; high?: number }>;
+  /** Eval scores by metric name; `uninformativeJudge` when the stage flagged that benchmark's judge as carrying no
+   *  information (position consistency at chance or one verdict dominating): the value is kept, never shown as real. */
+  eval: Record<string, { value: number; low?: number; high?: number; uninformativeJudge?: true }>;
   durationsMs: Partial<Record<StageName, number>>;
   trainCurve: { step: number; loss: number }[];
 }
@@ -49,19 +53,25 @@ async function readCurve(file: string): Promise<{ step: number; loss: number }[]
   }
 }
 
-function evalScores(m: Record<string, unknown> | undefined): IterationRow['eval'] {
+/** The evaluate stage writes `<benchmark>.judge_informative` as 1/0 (a metric is a number). */
+const judgeUninformative = (m: Record<string, unknown>, bench: string): boolean => {
+  const v = m[`${bench}.judge_informative`];
+  return v === 0 || v === false;
+};
+
+export function evalScores(m: Record<string, unknown> | undefined): IterationRow['eval'] {
   const out: IterationRow['eval'] = {};
   if (!m) return out;
   for (const [k, v] of Object.entries(m)) {
     const value = num(v);
-    if (value === undefined || !/^(arena_hard|alpaca_eval|mt_bench)\./.test(k) || /\.(ci_low|ci_high|se|n_|count)/.test(k)) continue;
+    if (value === undefined || !/^(arena_hard|alpaca_eval|mt_bench)\./.test(k) || /\.(ci_low|ci_high|se|n_|count|judge_|position_)/.test(k)) continue;
     const [bench] = k.split('.') as [string];
     const low = num(m[`${bench}.ci_low`]);
     const high = num(m[`${bench}.ci_high`]);
     const se = num(m[`${bench}.se`]);
     // Intervals as each benchmark reports them: bootstrap CI for ArenaHard, ±1.96 SE for the AlpacaEval win rate.
     const interval = k === `${bench}.score` && low !== undefined && high !== undefined ? { low, high } : k === `${bench}.win_rate` && se !== undefined ? { low: value - 1.96 * se, high: value + 1.96 * se } : {};
-    out[k] = { value, ...interval };
+    out[k] = { value, ...interval, ...(judgeUninformative(m, bench) ? { uninformativeJudge: true as const } : {}) };
   }
   return out;
 }
@@ -81,6 +91,12 @@ export async function compareRuns(runsDir: string, runIds: string[]): Promise<Co
       const byDomain: Record<string, number> = {};
       const md = pairsM?.margin_by_domain;
       if (md && typeof md === 'object') for (const [d, v] of Object.entries(md)) { const x = num(v) ?? num((v as Record<string, unknown>)?.mean); if (x !== undefined) byDomain[d] = x; }
+      const routed: IterationRow['routedByDomain'] = {};
+      for (const [key, v] of Object.entries(m('score') ?? {})) {
+        const d = /^router\.([A-Z]+)$/.exec(key)?.[1];
+        const n = num(v);
+        if (d && n !== undefined) routed[d] = { prompts: n, guided: num(m('score')?.[`guided.${d}`]) ?? 0 };
+      }
       const durations: IterationRow['durationsMs'] = {};
       for (const s of rec.plan.stages) { const d = stage(s)?.durationMs; if (d !== undefined) durations[s] = d; }
       cmp.rows.push({
@@ -91,6 +107,7 @@ export async function compareRuns(runsDir: string, runIds: string[]): Promise<Co
         pairsDropped: droppedTotal,
         marginMean: pick(pairsM, 'margin_mean', 'margin.mean'),
         marginByDomain: byDomain,
+        routedByDomain: routed,
         trainLoss: pick(m('train'), 'final_loss', 'train_loss', 'loss'),
         trainAccuracy: pick(m('train'), 'final_preference_accuracy', 'final_accuracy', 'accuracy'),
         eval: evalScores(m('evaluate')),
@@ -102,16 +119,20 @@ export async function compareRuns(runsDir: string, runIds: string[]): Promise<Co
   return cmp;
 }
 
+export const UNINFORMATIVE = 'uninformative judge';
+
 const f = (v: number | undefined, d = 3): string => (v === undefined ? '–' : Number.isInteger(v) ? String(v) : v.toFixed(d));
 
 export function renderCompareTable(cmp: Comparison): string {
   const evalKeys = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.eval)))].filter((k) => /\.(score|win_rate|lc_win_rate)$/.test(k)).sort();
   const domains = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.marginByDomain)))].sort();
-  const header = ['run', 'iter', 'prompts', 'pairs', 'dropped', 'margin', ...domains.map((d) => `margin ${d}`), 'loss', 'acc', ...evalKeys, 'time'];
+  const routedDomains = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.routedByDomain)))].sort();
+  const header = ['run', 'iter', 'prompts', ...routedDomains.map((d) => `${d} (guided)`), 'pairs', 'dropped', 'margin', ...domains.map((d) => `margin ${d}`), 'loss', 'acc', ...evalKeys, 'time'];
   const rows = cmp.rows.map((r) => [
     r.runId,
     String(r.iteration),
     f(r.prompts),
+    ...routedDomains.map((d) => { const x = r.routedByDomain[d]; return x ? `${x.prompts} (${x.guided})` : '–'; }),
     f(r.pairsKept),
     f(r.pairsDropped),
     f(r.marginMean, 2),
@@ -121,6 +142,7 @@ export function renderCompareTable(cmp: Comparison): string {
     ...evalKeys.map((k) => {
       const e = r.eval[k];
       if (!e) return '–';
+      if (e.uninformativeJudge) return UNINFORMATIVE;
       return e.low !== undefined && e.high !== undefined ? `${e.value.toFixed(2)} [${e.low.toFixed(2)}, ${e.high.toFixed(2)}]` : e.value.toFixed(2);
     }),
     `${(Object.values(r.durationsMs).reduce((a, b) => a + b, 0) / 1000).toFixed(0)}s`,

@@ -1,7 +1,7 @@
 // Self-contained HTML report (inline SVG, no network assets): eval scores and training curves across iterations.
 import { writeFile } from 'node:fs/promises';
 import type { Comparison } from './compare';
-import { renderCompareTable } from './compare';
+import { renderCompareTable, UNINFORMATIVE } from './compare';
 
 const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
@@ -37,12 +37,16 @@ const f = (v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(3));
 export function renderHtmlReport(cmp: Comparison): string {
   const evalKeys = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.eval)))].filter((k) => /\.(score|win_rate|lc_win_rate)$/.test(k)).sort();
   const charts: string[] = [];
-  for (const k of evalKeys) {
-    const series = cmp.runs.map((run) => ({ name: run.runId, points: cmp.rows.filter((r) => r.runId === run.runId && r.eval[k]).map((r): Point => [r.iteration, r.eval[k]!.value, r.eval[k]!.low, r.eval[k]!.high]) }));
-    const hasInterval = series.some((x) => x.points.some((p) => p[2] !== undefined));
-    charts.push(lineChart(`${k} by iteration${hasInterval ? ' (bars: interval)' : ''}`, series, 'iteration'));
-  }
   const single = cmp.runs.length === 1;
+  for (const k of evalKeys) {
+    // A score from an uninformative judge is no result: left off the chart and named in its caption.
+    const shown = (r: Comparison['rows'][number]) => r.eval[k] && !r.eval[k].uninformativeJudge;
+    const series = cmp.runs.map((run) => ({ name: run.runId, points: cmp.rows.filter((r) => r.runId === run.runId && shown(r)).map((r): Point => [r.iteration, r.eval[k]!.value, r.eval[k]!.low, r.eval[k]!.high]) }));
+    const hasInterval = series.some((x) => x.points.some((p) => p[2] !== undefined));
+    const hidden = cmp.rows.filter((r) => r.eval[k]?.uninformativeJudge).map((r) => (single ? `iteration ${r.iteration}` : `${r.runId} it${r.iteration}`));
+    const note = hidden.length ? ` (${UNINFORMATIVE}, not plotted: ${hidden.join(', ')})` : '';
+    charts.push(lineChart(`${k} by iteration${hasInterval ? ' (bars: interval)' : ''}${note}`, series, 'iteration'));
+  }
   const curves = cmp.rows.filter((r) => r.trainCurve.length > 0).map((r) => ({ name: single ? `iteration ${r.iteration}` : `${r.runId} it${r.iteration}`, points: r.trainCurve.map((p): Point => [p.step, p.loss]) }));
   charts.push(lineChart('SimPO training loss', curves, 'step'));
   return `<!doctype html><html><head><meta charset="utf-8"><title>ratioloop report</title>
