@@ -2,18 +2,29 @@
 import type { ControlActivities } from './types';
 import { updateRun, upsertStage } from '../src/runStore';
 
-export function createControlActivities(): ControlActivities {
+export interface ControlDeps {
+  /** Build id of the workflow bundle this worker runs (src/workflowBundle.ts). */
+  buildId?: string;
+}
+
+export function createControlActivities(deps: ControlDeps = {}): ControlActivities {
   return {
     async recordStage({ runDir, status }) {
       await updateRun(runDir, (rec) => upsertStage(rec, status));
     },
-    async recordRun({ runDir, workflowRunId, status, error }) {
+    async recordRun({ runDir, workflowRunId, status, error, iteration }) {
       await updateRun(runDir, (rec) => {
         rec.status = status;
         if (error) rec.error = error;
         else delete rec.error;
         if (!rec.workflowRunIds.includes(workflowRunId)) rec.workflowRunIds.push(workflowRunId);
+        // One entry per workflow execution (continue-as-new starts one per iteration): which code ran it.
+        rec.executions ??= [];
+        if (!rec.executions.some((x) => x.workflowRunId === workflowRunId)) {
+          rec.executions.push({ workflowRunId, startedAt: new Date().toISOString(), ...(iteration ? { fromIteration: iteration } : {}), ...(deps.buildId ? { buildId: deps.buildId } : {}) });
+        }
       });
+      return deps.buildId ? { buildId: deps.buildId } : {};
     },
   };
 }

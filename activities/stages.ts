@@ -105,6 +105,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         taskQueue: ctx.info.taskQueue,
         activityId: ctx.info.activityId,
         workflowRunId: ctx.info.workflowExecution?.runId,
+        ...(req.workflowBuildId ? { workflowBuildId: req.workflowBuildId } : {}),
         startedAt: new Date(started).toISOString(),
       });
       let beat: StageHeartbeat = { stage: req.stage, iteration: req.iteration, done: 0, total: 0, unit: '', startedAtMs: started, updatedAtMs: started };

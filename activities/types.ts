@@ -7,5 +7,6 @@ export interface StageActivities {
 
 export interface ControlActivities {
   recordStage(req: { runDir: string; status: StageStatus }): Promise<void>;
-  recordRun(req: { runDir: string; workflowRunId: string; status: RunState; error?: string }): Promise<void>;
+  /** Returns the build id of the control worker's workflow bundle. */
+  recordRun(req: { runDir: string; workflowRunId: string; status: RunState; error?: string; iteration?: number }): Promise<{ buildId?: string }>;
 }

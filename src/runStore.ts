@@ -41,6 +41,8 @@ export interface RunRecord {
   plan: RunPlan;
   versions: Record<string, string>;
   workflowRunIds: string[];
+  /** Workflow executions of this run (one per iteration with continue-as-new), with the bundle build id that ran each. */
+  executions?: { workflowRunId: string; startedAt: string; fromIteration?: number; buildId?: string }[];
   stages: StageRecord[];
 }
 

@@ -1,10 +1,10 @@
 // Workers: the control queue runs the workflow and bookkeeping; the cpu and gpu queues run stages. One process may serve
 // any subset, so many machines can serve one run (e.g. `ratioloop worker --queues gpu` on each GPU box).
-import { createRequire } from 'node:module';
-import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap, type LogLevel } from '@temporalio/worker';
+import { DefaultLogger, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import { createControlActivities, createStageActivities, type StageDeps } from '../activities';
 import { projectRoot, pythonPath, scriptsDir } from './paths';
 import { connectWorker, type TemporalSettings } from './temporal';
+import { buildWorkflowBundle, loadWorkflowBundle, type BuiltBundle } from './workflowBundle';
 
 export type QueueRole = 'control' | 'cpu' | 'gpu';
 export const QUEUE_ROLES: readonly QueueRole[] = ['control', 'cpu', 'gpu'];
@@ -18,12 +18,17 @@ function installRuntime(): void {
   Runtime.install({ logger: new DefaultLogger(level) });
 }
 
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
-/** Bundle the workflow code once per process (webpack; a few seconds). */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  const require = createRequire(import.meta.url);
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../workflows/index.ts'), logger: new DefaultLogger('WARN') });
-  return bundle;
+const bundles = new Map<string, Promise<BuiltBundle>>();
+/** The workflow bundle: a prebuilt file (`ratioloop bundle`), else built from this checkout once per process. */
+export function workflowBundle(file?: string): Promise<BuiltBundle> {
+  const key = file ?? '';
+  let b = bundles.get(key);
+  if (!b) {
+    b = file ? loadWorkflowBundle(file) : buildWorkflowBundle();
+    bundles.set(key, b);
+    b.catch(() => bundles.delete(key));
+  }
+  return b;
 }
 
 export interface WorkerSetOptions {
@@ -34,9 +39,13 @@ export interface WorkerSetOptions {
   /** Stages a gpu worker runs at once (default 1: one accelerator job at a time). */
   gpuConcurrency?: number;
   cpuConcurrency?: number;
+  /** A prebuilt workflow bundle file (default: $RATIOLOOP_WORKFLOW_BUNDLE, else build from this checkout). */
+  bundleFile?: string;
 }
 
 export interface WorkerSet {
+  /** Build id of the workflow bundle, when this set serves the control queue. */
+  buildId?: string;
   /** Resolves when every worker has stopped. */
   done: Promise<void>;
   shutdown(): Promise<void>;
@@ -48,15 +57,18 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
   const queues = { ...DEFAULT_QUEUES, ...opts.queues };
   const deps: StageDeps = { python: pythonPath(), scriptsDir, cwd: projectRoot, ...opts.stageDeps };
   const workers: Worker[] = [];
+  let buildId: string | undefined;
   for (const role of opts.roles) {
     if (role === 'control') {
+      const bundle = await workflowBundle(opts.bundleFile ?? (process.env.RATIOLOOP_WORKFLOW_BUNDLE || undefined));
+      buildId = bundle.buildId;
       workers.push(
         await Worker.create({
           connection,
           namespace: opts.settings.namespace,
           taskQueue: queues.control,
-          workflowBundle: await workflowBundle(),
-          activities: createControlActivities(),
+          workflowBundle: { code: bundle.code },
+          activities: createControlActivities({ buildId }),
         }),
       );
     } else {
@@ -77,6 +89,7 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
     await connection.close();
   });
   return {
+    ...(buildId ? { buildId } : {}),
     done,
     async shutdown() {
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();

@@ -4,13 +4,14 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { bundleWorkflowCode, DefaultLogger, Worker, type ReplayResult } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type ReplayResult } from '@temporalio/worker';
 import protoPkg from '@temporalio/proto';
 import { projectRoot } from '../src/paths';
 import { buildWorkflowBundle } from '../src/workflowBundle';
 
 // @temporalio/proto is CommonJS: its namespace comes through the default export under ESM.
 const { temporal } = protoPkg;
+Runtime.install({ logger: new DefaultLogger('ERROR') });
 
 const historiesDir = path.join(projectRoot, 'test', 'histories');
 

@@ -32,11 +32,10 @@ describe('alignmentRun', () => {
     const workers = await fixtureWorkers(plan);
     try {
       const h = await start(plan);
-      const result = await h.result();
+      const result = await h.result(); // follows the chain of executions
       expect(result.status).toBe('completed');
-      expect(result.stages.map((s) => `${s.iteration}:${s.stage}:${s.status}`)).toEqual(
-        [1, 2].flatMap((k) => ['sample', 'score', 'pairs', 'train', 'evaluate'].map((s) => `${k}:${s}:done`)),
-      );
+      // Workflow state holds the current iteration only; run.json holds them all.
+      expect(result.stages.map((s) => `${s.iteration}:${s.stage}:${s.status}`)).toEqual(['sample', 'score', 'pairs', 'train', 'evaluate'].map((s) => `2:${s}:done`));
       const progress = await h.query(progressQuery);
       expect(progress.status).toBe('completed');
       expect(await invocations(plan)).toHaveLength(10);
@@ -45,12 +44,24 @@ describe('alignmentRun', () => {
       expect(spec2.inputs.policy.path).toBe(path.join(plan.runDir, 'iter-1/train/model'));
       const rec = await runRecord(plan);
       expect(rec.status).toBe('completed');
-      expect(rec.stages.filter((s) => s.status === 'done')).toHaveLength(10);
+      expect(rec.stages.map((s) => `${s.iteration}:${s.stage}:${s.status}`)).toEqual(
+        [1, 2].flatMap((k) => ['sample', 'score', 'pairs', 'train', 'evaluate'].map((s) => `${k}:${s}:done`)),
+      );
+      // One execution per iteration (continue-as-new at the boundary), each recorded with the bundle's build id.
+      expect(rec.executions?.map((x) => x.fromIteration)).toEqual([1, 2]);
+      expect(new Set(rec.executions?.map((x) => x.workflowRunId)).size).toBe(2);
+      expect(rec.executions?.every((x) => x.buildId === workers.buildId && /^ratioloop-[0-9a-f]{16}$/.test(x.buildId ?? ''))).toBe(true);
+      const latest = await c.workflow.getHandle(plan.runId).describe();
+      expect(latest.runId).toBe(rec.executions?.[1]?.workflowRunId);
+      const attempt = JSON.parse(await readFile(path.join(plan.runDir, 'iter-2/train/logs/attempt-1.worker.json'), 'utf8'));
+      expect(attempt.workflowBuildId).toBe(workers.buildId);
+      expect(attempt.workflowRunId).toBe(latest.runId);
 
       const manifests = ['iter-1/sample', 'iter-2/evaluate'].map((d) => path.join(plan.runDir, d, 'manifest.json'));
       const before = await Promise.all(manifests.map(async (m) => (await stat(m)).mtimeMs));
       const again = await (await start(plan)).result();
       expect(again.stages.every((s) => s.status === 'skipped')).toBe(true);
+      expect((await runRecord(plan)).stages.every((s) => s.status === 'skipped')).toBe(true);
       expect(await invocations(plan)).toHaveLength(10); // no stage process ran again
       expect(await Promise.all(manifests.map(async (m) => (await stat(m)).mtimeMs))).toEqual(before);
     } finally {

@@ -1,9 +1,15 @@
 // The alignment run: iterations × stages, each stage an activity on its queue. Deterministic: all I/O is in activities.
+// One execution runs one iteration, then continues-as-new carrying the plan and where to go on (RunOptions.from): new
+// workflow code takes effect at the next iteration boundary and history stays bounded. Any change to the sequence of
+// commands goes behind patched() (docs/architecture.md, Versioning); test/replay.test.ts replays recorded histories.
 import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
+  ContinueAsNew,
   isCancellation,
+  makeContinueAsNewFunc,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -11,8 +17,14 @@ import {
 } from '@temporalio/workflow';
 import type { ControlActivities, StageActivities } from '../activities/types';
 import { ITERATION_ATTR, progressQuery, STAGE_ATTR } from './messages';
-import { initialStatuses, nextPolicy, stageInputs } from './plan';
-import type { RunPlan, RunProgress, StageName, StageResult, StageStatus } from './types';
+import { iterationStatuses, nextPolicy, stageInputs } from './plan';
+import type { InputRef, RunOptions, RunPlan, RunProgress, RunResumePoint, StageName, StageResult, StageStatus } from './types';
+
+/** Patch ids: one per change to the command sequence. Histories recorded before a patch replay its old branch. */
+export const PATCHES = {
+  /** v1: continue-as-new at iteration boundaries and when Temporal suggests it (runs started earlier loop in one execution). */
+  continueAsNew: 'ratioloop-continue-as-new-v1',
+} as const;
 
 function stageActivities(plan: RunPlan, stage: StageName): StageActivities {
   const sp = plan.stagePlans[stage];
@@ -38,8 +50,10 @@ function errorMessage(err: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-export async function alignmentRun(plan: RunPlan): Promise<RunProgress> {
-  const state: RunProgress = { runId: plan.runId, status: 'running', iteration: 1, iterations: plan.iterations, stages: initialStatuses(plan) };
+export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promise<RunProgress> {
+  const from: RunResumePoint = opts.from ?? { iteration: 1, ...(plan.staticInputs.policy ? { policy: plan.staticInputs.policy } : {}) };
+  const useAttributes = opts.searchAttributes !== false;
+  const state: RunProgress = { runId: plan.runId, status: 'running', iteration: from.iteration, iterations: plan.iterations, stages: iterationStatuses(plan, from.iteration, from.done) };
   setHandler(progressQuery, () => state);
 
   const control = proxyActivities<ControlActivities>({
@@ -48,22 +62,32 @@ export async function alignmentRun(plan: RunPlan): Promise<RunProgress> {
     retry: { maximumAttempts: 10 },
   });
   const record = (s: StageStatus): Promise<void> => control.recordStage({ runDir: plan.runDir, status: s });
-  const recordRun = (): Promise<void> =>
-    control.recordRun({ runDir: plan.runDir, workflowRunId: workflowInfo().runId, status: state.status, error: state.error });
+  const recordRun = (): Promise<{ buildId?: string } | void> =>
+    control.recordRun({ runDir: plan.runDir, workflowRunId: workflowInfo().runId, status: state.status, error: state.error, iteration: state.iteration });
+  const continueAsNew = makeContinueAsNewFunc<typeof alignmentRun>(useAttributes ? { typedSearchAttributes: workflowInfo().typedSearchAttributes } : {});
+  /** Continue-as-new to `next` if this code may (a history from before the patch keeps looping in one execution). */
+  const maybeContinue = async (next: RunResumePoint): Promise<void> => {
+    if (patched(PATCHES.continueAsNew)) await continueAsNew(plan, { ...opts, from: next });
+  };
 
-  await recordRun();
-  let policy = plan.staticInputs.policy;
+  // The control worker answers with its bundle's build id; histories recorded before that answer undefined.
+  const buildId = (await recordRun())?.buildId;
+  let policy: InputRef | undefined = from.policy;
   let current: StageStatus | undefined;
   try {
-    for (let k = 1; k <= plan.iterations; k++) {
-      state.iteration = k;
-      upsertSearchAttributes([{ key: ITERATION_ATTR, value: k }]);
-      const done: Partial<Record<StageName, StageResult>> = {};
+    for (let k = from.iteration; k <= plan.iterations; k++) {
+      if (k !== state.iteration) {
+        state.iteration = k;
+        state.stages = iterationStatuses(plan, k);
+      }
+      if (useAttributes) upsertSearchAttributes([{ key: ITERATION_ATTR, value: k }]);
+      const done: Partial<Record<StageName, StageResult>> = k === from.iteration ? { ...from.done } : {};
       for (const stage of plan.stages) {
-        const status = state.stages.find((s) => s.iteration === k && s.stage === stage);
+        if (done[stage]) continue;
+        const status = state.stages.find((s) => s.stage === stage);
         if (!status) throw ApplicationFailure.nonRetryable(`no status slot for ${stage} in iteration ${k}`);
         current = status;
-        upsertSearchAttributes([{ key: STAGE_ATTR, value: stage }]);
+        if (useAttributes) upsertSearchAttributes([{ key: STAGE_ATTR, value: stage }]);
         status.status = 'running';
         status.startedAt = new Date(Date.now()).toISOString();
         await record(status);
@@ -75,6 +99,7 @@ export async function alignmentRun(plan: RunPlan): Promise<RunProgress> {
           seed: plan.seed,
           params: plan.stagePlans[stage].params,
           inputs: stageInputs(plan, stage, done, policy),
+          ...(buildId ? { workflowBuildId: buildId } : {}),
         });
         done[stage] = result;
         status.status = result.skipped ? 'skipped' : 'done';
@@ -83,13 +108,17 @@ export async function alignmentRun(plan: RunPlan): Promise<RunProgress> {
         status.metrics = result.metrics;
         current = undefined;
         await record(status);
+        const more = plan.stages.some((s) => !done[s]);
+        if (more && workflowInfo().continueAsNewSuggested) await maybeContinue({ iteration: k, ...(policy ? { policy } : {}), done });
       }
       policy = nextPolicy(policy, done);
+      if (k < plan.iterations) await maybeContinue({ iteration: k + 1, ...(policy ? { policy } : {}) });
     }
     state.status = 'completed';
     await recordRun();
     return state;
   } catch (err) {
+    if (err instanceof ContinueAsNew) throw err;
     const cancelled = isCancellation(err);
     state.status = cancelled ? 'cancelled' : 'failed';
     state.error = cancelled ? 'cancelled' : errorMessage(err);

@@ -46,10 +46,11 @@ export function nextPolicy(current: InputRef | undefined, done: Partial<Record<S
   return m ? { path: m.path, sha256: m.sha256 } : current;
 }
 
-export function initialStatuses(plan: RunPlan): StageStatus[] {
-  const out: StageStatus[] = [];
-  for (let k = 1; k <= plan.iterations; k++) {
-    for (const stage of plan.stages) out.push({ iteration: k, stage, queue: plan.stagePlans[stage].queue, status: 'pending' });
-  }
-  return out;
+/** Status slots of iteration k; stages already finished (carried over by continue-as-new) start as done/skipped. */
+export function iterationStatuses(plan: RunPlan, k: number, done: Partial<Record<StageName, StageResult>> = {}): StageStatus[] {
+  return plan.stages.map((stage) => {
+    const r = done[stage];
+    const base: StageStatus = { iteration: k, stage, queue: plan.stagePlans[stage].queue, status: 'pending' };
+    return r ? { ...base, status: r.skipped ? 'skipped' : 'done', durationMs: r.durationMs, metrics: r.metrics } : base;
+  });
 }

@@ -61,6 +61,22 @@ export interface RunPlan {
   queues: { control: string; cpu: string; gpu: string };
 }
 
+/** Where an execution of the run's workflow starts; continue-as-new carries it to the next execution. */
+export interface RunResumePoint {
+  iteration: number;
+  /** The policy this iteration samples from (the previous iteration's trained model). */
+  policy?: InputRef;
+  /** Stages of this iteration already finished (when Temporal suggested continuing mid-iteration). */
+  done?: Partial<Record<StageName, StageResult>>;
+}
+
+/** The workflow's second argument: how to run, not what (that is the plan). */
+export interface RunOptions {
+  from?: RunResumePoint;
+  /** false on clusters where ratioloop's search attributes are not registered: the workflow never upserts them. */
+  searchAttributes?: boolean;
+}
+
 export interface StageRequest {
   runId: string;
   runDir: string;
@@ -69,6 +85,8 @@ export interface StageRequest {
   seed: number;
   params: Record<string, unknown>;
   inputs: Record<string, InputRef>;
+  /** Build id of the workflow bundle that scheduled this stage (recorded in the attempt's worker record). */
+  workflowBuildId?: string;
 }
 
 export interface StageResult {
@@ -102,6 +120,7 @@ export interface RunProgress {
   status: RunState;
   iteration: number;
   iterations: number;
+  /** The current iteration's stages (earlier iterations are in run.json: workflow state stays bounded). */
   stages: StageStatus[];
   error?: string;
 }
