@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.evals import alpaca_eval, arena_hard, data, mt_bench  # noqa: E402
 from ratioloop_py.evals.answers import AnswerModel, answer_all  # noqa: E402
+from ratioloop_py.evals.arena_answers import answer_row as arena_answer_row  # noqa: E402
+from ratioloop_py.evals.official_prompts import prompt_set  # noqa: E402
 from ratioloop_py.evals.judges import ApiJudge, Judge, JudgeCache, LocalJudge  # noqa: E402
 from ratioloop_py.io import atomic_write_jsonl, atomic_write_text, sha256_file  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage  # noqa: E402
@@ -31,14 +33,18 @@ BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
 # The official protocols' judges and baselines: any other judge or data makes a result not leaderboard-comparable.
 OFFICIAL_JUDGE = {"arena_hard": "gpt-4-1106-preview", "alpaca_eval": "gpt-4-1106-preview", "mt_bench": "gpt-4"}
 OFFICIAL_MAX_TOKENS = {"arena_hard": 4096, "alpaca_eval": 1, "mt_bench": 2048}
+# Answer length limits of the official generation scripts (arena-hard-auto gen_answer_config max_tokens, FastChat
+# gen_model_answer --max-new-token); AlpacaEval has none of its own: each model answers up to its own limit (None).
+OFFICIAL_GEN_LIMIT: dict[str, int | None] = {"arena_hard": 4096, "alpaca_eval": None, "mt_bench": 1024}
 
 DEFAULTS: dict[str, Any] = {
-    "benchmarks": list(BENCHMARKS), "limit": None, "max_new_tokens": 256, "batch_size": 8, "backend": "auto",
+    "benchmarks": list(BENCHMARKS), "limit": None, "max_new_tokens": None, "batch_size": 8, "backend": "auto",
     "top_p": 1.0, "bootstrap_rounds": 100, "bootstrap_seed": 42, "model_name": None, "cache_dir": None,
-    "arena_hard": {"questions": None, "baseline_answers": None, "bradley_terry": False, "verdict_parser": "v0.1"},
+    "arena_hard": {"questions": None, "baseline_answers": None, "bradley_terry": False, "verdict_parser": "v0.1",
+                   "prompts": "ratioloop", "judge": None},
     "alpaca_eval": {"instructions": None, "reference_outputs": None, "instruction_difficulty": None,
-                    "judge_temperature": 1.0},
-    "mt_bench": {"questions": None, "reference_answers": None},
+                    "judge_temperature": 1.0, "prompts": "ratioloop", "judge": None},
+    "mt_bench": {"questions": None, "reference_answers": None, "prompts": "ratioloop", "judge": None},
     "judge": {"max_tokens": None, "concurrency": 4, "max_retries": 5, "backoff_s": 1.0, "timeout_s": 120.0,
               "cache": True, "cache_path": None},
 }
@@ -66,12 +72,31 @@ def resolve_params(raw: dict[str, Any]) -> dict[str, Any]:
     lim = p["limit"]
     if lim is not None and not isinstance(lim, (int, dict)):
         raise BadInput("params.limit: an integer, null, or {benchmark: integer}")
-    for key in ("max_new_tokens", "batch_size"):
-        if not isinstance(p[key], int) or p[key] < 1:
-            raise BadInput(f"params.{key}: must be a positive integer")
+    if not isinstance(p["batch_size"], int) or p["batch_size"] < 1:
+        raise BadInput("params.batch_size: must be a positive integer")
+    mnt = p["max_new_tokens"]
+    for v in (mnt.values() if isinstance(mnt, dict) else [mnt]):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise BadInput("params.max_new_tokens: a positive integer, null (the official limits), or "
+                           "{benchmark: integer}")
+    for b in BENCHMARKS:
+        pr = p[b]["prompts"]
+        if not isinstance(pr, (str, type(None))) or pr == "":
+            raise BadInput(f"params.{b}.prompts: ratioloop, official, or a path to the official prompt file")
+        if p[b]["judge"] is not None and not isinstance(p[b]["judge"], dict):
+            raise BadInput(f"params.{b}.judge: a model spec or {{endpoint: {{base_url, model, api_key_env}}}}")
     if p["arena_hard"]["verdict_parser"] not in ("v0.1", "latest"):
         raise BadInput("params.arena_hard.verdict_parser: v0.1 or latest")
     return p
+
+
+def gen_limit(p: dict[str, Any], bench: str) -> int | None:
+    """Answer limit (new tokens per turn) for a benchmark: the set number, else the official one (None: the
+    model's own length limit)."""
+    m = p["max_new_tokens"]
+    if isinstance(m, dict):
+        m = m.get(bench)
+    return OFFICIAL_GEN_LIMIT[bench] if m is None else int(m)
 
 
 def limit_of(p: dict[str, Any], bench: str) -> int | None:
@@ -125,6 +150,8 @@ class Evaluation:
         self.summary: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
         self.t0 = time.time()
+        self.prompt_sets: dict[str, Any] = {}
+        self.answer_rows: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ data
     def _default(self, rel: str) -> Path | None:
@@ -187,16 +214,29 @@ class Evaluation:
                 raise BadInput("params.mt_bench.questions: no question file (none in the data folder either)")
             qs = data.load_mt_questions(qpath)
             full = len(qs)
-            rpath, roff = data.resolve(a["reference_answers"], "mt_bench.reference_answers", self.cache_dir,
+            # FastChat grades with the GPT-4 reference answers: the official ones go with the official questions.
+            ref_value = a["reference_answers"] or ("official" if qoff else None)
+            rpath, roff = data.resolve(ref_value, "mt_bench.reference_answers", self.cache_dir,
                                        self._default("mt_bench/reference_answer.jsonl"))
-            refs = data.load_mt_reference(rpath) if rpath else {}
-            for q in qs:
-                if q["id"] in refs:
-                    q["reference"] = refs[q["id"]]
+            if rpath:  # a reference file replaces the questions' own short `reference` strings, as in FastChat
+                refs = data.load_mt_reference(rpath)
+                for q in qs:
+                    q.pop("reference", None)
+                    if q["id"] in refs:
+                        q["reference"] = refs[q["id"]]
             if limit_of(p, "mt_bench") is not None:
                 qs = qs[:limit_of(p, "mt_bench")]
+            missing = mt_bench.missing_references(qs)
+            if missing:
+                raise BadInput(f"params.mt_bench.reference_answers: no reference answer for question(s) "
+                               f"{', '.join(missing[:5])} (category {next(q['category'] for q in qs if q['id'] == missing[0])}"
+                               f"; FastChat grades {', '.join(mt_bench.NEED_REF_CATS)} only against a reference)"
+                               + (f" in {rpath}" if rpath else ""))
             sets["mt_bench"] = {"questions": qs, "q_ref": _data_ref(qpath, qoff), "r_ref": _data_ref(rpath, roff),
-                                "full": len(qs) == full}
+                                "full": len(qs) == full,
+                                "reference_source": "file" if rpath else "question file 'reference' fields"}
+        for b in sets:
+            sets[b]["prompts"] = prompt_set(b, p[b]["prompts"], self.cache_dir)
         return sets
 
     # ------------------------------------------------------------------ answers
@@ -230,18 +270,23 @@ class Evaluation:
 
         def run(who: str, spec: dict[str, Any], job_list):
             holder: dict[str, AnswerModel] = {}
+            current: dict[str, int | None] = {}
 
             def factory() -> AnswerModel:
                 if "m" not in holder:
                     self.stage.log(f"loading the {who} model for answers")
                     holder["m"] = AnswerModel(spec, backend=p["backend"], seed=self.stage.seed,
-                                              max_new_tokens=p["max_new_tokens"], top_p=p["top_p"])
+                                              max_new_tokens=current["limit"], top_p=p["top_p"])
+                holder["m"].max_new_tokens = current["limit"]  # one model, each benchmark's own limit
                 return holder["m"]
 
             for bench, items in job_list:
+                current["limit"] = gen_limit(p, bench)
+                if "m" in holder:
+                    holder["m"].max_new_tokens = current["limit"]
                 base_done = state["done"]
                 res = answer_all(factory, items, self.partial / f"{who}_answers_{bench}.jsonl",
-                                 batch_size=p["batch_size"], tag=f"{who}:{bench}",
+                                 batch_size=p["batch_size"], tag=f"{who}:{bench}", tstamp=self._answers_tstamp(),
                                  on_progress=lambda d, _t, b=base_done: self.stage.progress(b + d, total, "answers"))
                 state["done"] = base_done + len(items)
                 results[who][bench] = res
@@ -259,15 +304,28 @@ class Evaluation:
         self.stage.metric("answer_seconds", round(time.time() - self.t0, 2))
         return results
 
+    def _answers_tstamp(self) -> float:
+        """When this stage first began answering (the answer rows' tstamp), kept in partial/ for resumed runs."""
+        f = self.partial / "answers_tstamp.json"
+        if f.exists():
+            return float(json.loads(f.read_text())["tstamp"])
+        t = time.time()
+        atomic_write_text(f, json.dumps({"tstamp": t}) + "\n")
+        return t
+
     # ------------------------------------------------------------------ judge
-    def make_judge(self) -> Judge:
+    def make_judge(self, spec: dict[str, Any] | None = None) -> Judge:
+        """The stage's judge, or (spec) a benchmark's own `<bench>.judge`; all share one verdict cache (its keys
+        hold the judge's identity)."""
         j = self.p["judge"]
-        shared = None
-        if j["cache"]:
-            shared_path = Path(j["cache_path"]) if j["cache_path"] else self.cache_dir / "judge_cache.jsonl"
-            shared = JudgeCache(shared_path)
-        cache = JudgeCache(self.partial / "judge_cache.jsonl", shared=shared)
-        spec = self.judge_spec
+        if getattr(self, "_judge_cache", None) is None:
+            shared = None
+            if j["cache"]:
+                shared_path = Path(j["cache_path"]) if j["cache_path"] else self.cache_dir / "judge_cache.jsonl"
+                shared = JudgeCache(shared_path)
+            self._judge_cache = JudgeCache(self.partial / "judge_cache.jsonl", shared=shared)
+        cache = self._judge_cache
+        spec = spec or self.judge_spec
         if spec.get("endpoint"):
             return ApiJudge(spec["endpoint"], concurrency=j["concurrency"], max_retries=j["max_retries"],
                             backoff_s=j["backoff_s"], timeout_s=j["timeout_s"], cache=cache)
@@ -275,13 +333,33 @@ class Evaluation:
         return LocalJudge(spec, cache=cache)
 
     def _comparable(self, bench: str, judge: Judge, official_data: bool, extra: list[str]) -> dict[str, Any]:
+        """Whether the official judge, prompts, data and limits were used (then the number may be set beside the
+        leaderboard's), with every reason it may not; also the benchmark's answer limit and truncation count."""
         reasons = list(extra)
         if judge.identity.get("type") != "api" or judge.name != OFFICIAL_JUDGE[bench]:
             reasons.append(f"judge is {judge.name}, the leaderboard's is {OFFICIAL_JUDGE[bench]}")
         if not official_data:
             reasons.append("questions or baseline/reference answers are not the official, complete set")
-        reasons.append("judge prompts are ratioloop's own wording of the official structure")
-        return {"leaderboard_comparable": not reasons, "not_comparable_because": reasons}
+        ps = self.prompt_sets.get(bench)
+        if ps is None or ps.kind == "ratioloop":
+            reasons.append(f"judge prompts are ratioloop's own wording of the official structure "
+                           f"({bench}.prompts: ratioloop)")
+        elif ps.kind != "official":
+            reasons.append(f"judge prompts from {ps.source['path']} are not the pinned official file")
+        if bench == "arena_hard" and ps is not None and ps.kind != "ratioloop" and ps.continue_text is None:
+            reasons.append("no gen_judgment.py beside the judge config: no second judgment attempt")
+        if bench != "alpaca_eval" and self.max_tokens(bench) != OFFICIAL_MAX_TOKENS[bench]:
+            reasons.append(f"judge max_tokens {self.max_tokens(bench)} (official: {OFFICIAL_MAX_TOKENS[bench]})")
+        limit, official_limit = gen_limit(self.p, bench), OFFICIAL_GEN_LIMIT[bench]
+        if limit is not None and (official_limit is None or limit < official_limit):
+            reasons.append(f"answers limited to {limit} new tokens per turn (official: "
+                           + (f"{official_limit})" if official_limit else "the model's own limit)"))
+        rows = self.answer_rows.get(bench, {})
+        n_trunc = sum(1 for r in rows.values() for f in r.get("finish_reasons", []) if f == "length")
+        return {"leaderboard_comparable": not reasons, "not_comparable_because": reasons,
+                "max_new_tokens": limit, "n_truncated": n_trunc,
+                "n_answer_turns": sum(len(r.get("finish_reasons", [])) for r in rows.values()),
+                "judge_prompts": {"kind": ps.kind if ps else "ratioloop", "source": ps.source if ps else None}}
 
     def max_tokens(self, bench: str) -> int:
         m = self.p["judge"]["max_tokens"]
@@ -306,17 +384,18 @@ class Evaluation:
         n = 2 * len(items)
         games = arena_hard.judge_games(judge, items, max_tokens=self.max_tokens("arena_hard"),
                                        parse_mode=self.p["arena_hard"]["verdict_parser"],
-                                       on_done=lambda k: self.stage.progress(k, n, "arena_hard judgments"))
+                                       on_done=lambda k: self.stage.progress(k, n, "arena_hard judgments"),
+                                       prompt_set=s["prompts"])
         judgments = [{"question_id": it["id"], "model": self.model_name, "judge": judge.name, "games": g}
                      for it, g in zip(items, games)]
         d = self.out / "arena_hard"
         ans_path = d / "model_answer" / f"{self.model_name}.jsonl"
-        atomic_write_jsonl(ans_path, [self._fastchat_answer(q["id"], [pol[q["id"]]["turns"][0]], self.model_name,
-                                                            pol[q["id"]]["n_tokens"]) for q in qs])
+        atomic_write_jsonl(ans_path, [self._arena_answer(q["id"], pol[q["id"]], self.model_name) for q in qs])
         self.outputs["arena_hard_answers"] = ans_path
         if not s["b_ref"]:
             bpath = d / "model_answer" / f"{bname}.jsonl"
-            atomic_write_jsonl(bpath, [self._fastchat_answer(q["id"], [base_answers[q["id"]]], bname) for q in qs])
+            base_rows = ans["baseline"]["arena_hard"]
+            atomic_write_jsonl(bpath, [self._arena_answer(q["id"], base_rows[q["id"]], bname) for q in qs])
             self.outputs["arena_hard_baseline_answers"] = bpath
         jpath = d / "model_judgment" / _safe(judge.name) / f"{self.model_name}.jsonl"
         atomic_write_jsonl(jpath, judgments)
@@ -355,6 +434,7 @@ class Evaluation:
         n = len(items)
         res_rows = alpaca_eval.judge_items(judge, judged_items, seed=self.stage.seed,
                                            temperature=float(self.p["alpaca_eval"]["judge_temperature"]),
+                                           prompt_set=s["prompts"],
                                            on_done=lambda k: self.stage.progress(k, n, "alpaca_eval judgments"))
         annotator = f"ratioloop_{_safe(judge.name)}"
         model_outputs = [{"dataset": it.get("dataset", ""), "instruction": it["instruction"], "output": o,
@@ -399,7 +479,8 @@ class Evaluation:
                   "reference": q.get("reference")} for q in qs]
         n = sum(min(len(q["turns"]), len(pol[q["id"]]["turns"])) for q in qs)
         rows = mt_bench.judge_turns(judge, items, max_tokens=self.max_tokens("mt_bench"),
-                                    on_done=lambda k: self.stage.progress(k, n, "mt_bench judgments"))
+                                    on_done=lambda k: self.stage.progress(k, n, "mt_bench judgments"),
+                                    prompt_set=s["prompts"])
         d = self.out / "mt_bench"
         ans_path = d / "model_answer" / f"{self.model_name}.jsonl"
         atomic_write_jsonl(ans_path, [self._fastchat_answer(q["id"], pol[q["id"]]["turns"], self.model_name,
@@ -426,6 +507,13 @@ class Evaluation:
             self.metrics[f"mt_bench.turn{t}"] = v
         self.metrics["mt_bench.n_excluded"] = res["n_excluded"]
 
+    def _arena_answer(self, qid: str, row: dict[str, Any], model: str) -> dict:
+        """A v0.1 answer row (evals/arena_answers.py) from a cached answer row."""
+        text = row["turns"][0]
+        lens = row.get("token_lens") or row.get("n_tokens")
+        return arena_answer_row(_maybe_int(qid), _answer_id(model, qid, text), model, text,
+                                lens[0] if lens else None, row.get("tstamp"))
+
     def _fastchat_answer(self, qid: str, turns: list[str], model: str, n_tokens: list[int] | None = None) -> dict:
         choice: dict[str, Any] = {"index": 0, "turns": turns}
         row = {"question_id": _maybe_int(qid), "answer_id": _answer_id(model, qid, *turns), "model_id": model,
@@ -437,26 +525,36 @@ class Evaluation:
     def run(self) -> None:
         sets = self.load_sets()
         answers = self.answer(sets)
-        judge = self.make_judge()
+        self.prompt_sets = {b: s["prompts"] for b, s in sets.items()}
+        self.answer_rows = answers["policy"]
+        # <bench>.judge overrides the stage's judge for one benchmark (FastChat's MT-Bench judge is gpt-4)
+        judges = {b: self.make_judge(self.p[b]["judge"]) for b in sets if self.p[b]["judge"]}
+        judge = self.make_judge() if len(judges) < len(sets) else next(iter(judges.values()))
+        for b in sets:
+            judges.setdefault(b, judge)
         t_judge = time.time()
         try:
             if "arena_hard" in sets:
-                self.run_arena(judge, sets["arena_hard"], answers)
+                self.run_arena(judges["arena_hard"], sets["arena_hard"], answers)
             if "alpaca_eval" in sets:
-                self.run_alpaca(judge, sets["alpaca_eval"], answers)
+                self.run_alpaca(judges["alpaca_eval"], sets["alpaca_eval"], answers)
             if "mt_bench" in sets:
-                self.run_mt(judge, sets["mt_bench"], answers)
+                self.run_mt(judges["mt_bench"], sets["mt_bench"], answers)
         finally:
-            if getattr(judge, "cache", None) is not None:
-                judge.cache.close()
+            self._judge_cache.close()
+        for b in sets:
+            self.summary[b]["judge"] = judges[b].identity
         self.stage.metric("judge_seconds", round(time.time() - t_judge, 2))
         summary = {
             "model": self.model_name,
             "policy": {k: self.policy_spec.get(k) for k in ("path", "hub", "template") if self.policy_spec.get(k)},
             "baseline_model": self.baseline_name,
             "judge": judge.identity,
-            "generation": {"max_new_tokens": self.p["max_new_tokens"], "backend": self.p["backend"],
-                           "seed": self.stage.seed},
+            "generation": {"max_new_tokens": {b: gen_limit(self.p, b) for b in sets}, "backend": self.p["backend"],
+                           "seed": self.stage.seed,
+                           # token_len in the ArenaHard answer files (the official files count with tiktoken)
+                           "token_len_tokenizer": str(self.policy_spec.get("tokenizer") or self.policy_spec.get("path")
+                                                      or self.policy_spec.get("hub"))},
             "benchmarks": self.summary,
             "leaderboard_comparable": all(b["leaderboard_comparable"] for b in self.summary.values()),
         }

@@ -50,6 +50,22 @@ def test_stage_outputs_and_resume(tmp_path, tiny_models):
     assert len(ann) == 3 and all(1 <= a["preference"] <= 2 and a["generator_1"] == "weak" for a in ann)
     mt = [json.loads(x) for x in (out / "mt_bench/model_judgment/weak_single.jsonl").read_text().splitlines()]
     assert [r["turn"] for r in mt] == [1, 2, 1, 2] and mt[0]["judge"][1] == "single-v1"
+    # ArenaHard v0.1 answer rows as gen_answer.py writes them (turn token_len, tstamp, conv_metadata)
+    rows = [json.loads(x) for x in (out / "arena_hard/model_answer/ratioloop-iter1.jsonl").read_text().splitlines()]
+    for r in rows:
+        turn = r["choices"][0]["turns"][0]
+        assert set(turn) == {"content", "token_len"} and turn["token_len"] == r["conv_metadata"]["token_len"]
+        assert isinstance(r["tstamp"], float) and set(r["conv_metadata"]["header_count"]) == {f"h{k}" for k in range(1, 7)}
+        assert set(r["conv_metadata"]["list_count"]) == {"ordered", "unordered"} and "**" in r["conv_metadata"]["bold_count"]
+    # limits: 4 new tokens everywhere, below every official limit; truncations counted
+    for b, official in (("arena_hard", "4096"), ("mt_bench", "1024"), ("alpaca_eval", "the model's own limit")):
+        sb = s["benchmarks"][b]
+        assert sb["max_new_tokens"] == 4 and 0 <= sb["n_truncated"] <= sb["n_answer_turns"]
+        assert any(f"answers limited to 4 new tokens per turn (official: {official})" in x
+                   for x in sb["not_comparable_because"]), b
+        assert sb["judge_prompts"]["kind"] == "ratioloop"
+    assert s["benchmarks"]["arena_hard"]["n_truncated"] >= 1  # 4 tokens cut the tiny model's answers
+    assert s["generation"]["token_len_tokenizer"]
     assert any(e["type"] == "progress" and e["unit"] == "answers" for e in stdout_events(res))
     first = _finals(out)
 
@@ -66,6 +82,36 @@ def test_stage_outputs_and_resume(tmp_path, tiny_models):
     assert set(first) == set(second)
     for name in first:
         assert first[name] == second[name], name
+
+
+def test_stage_prompt_files_and_judge_override(tmp_path, tiny_models):
+    """Prompt files in the official layouts (project-written) reach the judge; a benchmark's own judge."""
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "eval_prompts"
+    p = _params(tmp_path, tiny_models)
+    p.update(benchmarks=["arena_hard", "mt_bench"], limit=1, max_new_tokens={"arena_hard": 3, "mt_bench": 2})
+    p["arena_hard"] = {"prompts": str(fix / "arena-hard-auto" / "config" / "judge_config.yaml")}
+    p["mt_bench"] = {"prompts": str(fix / "fastchat" / "judge_prompts.jsonl"),
+                     "judge": model_spec(tiny_models["strong"])}
+    run_script("evaluate.py", make_spec(tmp_path, "evaluate", p, {"baseline": tiny_models["weak"]}, out=tmp_path / "o"))
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    ah, mt = s["benchmarks"]["arena_hard"], s["benchmarks"]["mt_bench"]
+    assert ah["judge_prompts"]["kind"] == "file" and ah["max_new_tokens"] == 3 and mt["max_new_tokens"] == 2
+    assert any("not the pinned official file" in x for x in ah["not_comparable_because"])
+    assert ah["judge"]["name"] == "weak" and mt["judge"]["name"] == "strong"
+    j = json.loads((tmp_path / "o" / "arena_hard/model_judgment/weak/ratioloop-iter1.jsonl").read_text().splitlines()[0])
+    assert j["games"][0]["user_prompt"].startswith("<|Q|>\n")
+    m = [json.loads(x) for x in (tmp_path / "o" / "mt_bench/model_judgment/strong_single.jsonl").read_text().splitlines()]
+    assert m[0]["user_prompt"].startswith("[Instruction]\nTEST rate") and m[1]["judge"] == ["strong", "single-v1-multi-turn"]
+
+
+def test_stage_mt_reference_required(tmp_path, tiny_models):
+    """A math/reasoning/coding question without a reference answer is bad input (FastChat refuses it too)."""
+    qs = tmp_path / "question.jsonl"
+    qs.write_text(json.dumps({"question_id": 7, "category": "reasoning", "turns": ["a?", "b?"]}) + "\n")
+    p = _params(tmp_path, tiny_models)
+    p.update(benchmarks=["mt_bench"], mt_bench={"questions": str(qs)})
+    res = run_script("evaluate.py", make_spec(tmp_path, "evaluate", p, {}), check=False)
+    assert res.returncode == 2 and "no reference answer for question(s) 7" in res.stderr
 
 
 def test_stage_bad_input(tmp_path, tiny_models):

@@ -37,16 +37,18 @@ def preference_from_probs(probs: dict[str, float] | None, text: str = "") -> flo
 
 
 def judge_items(judge: Judge, items: list[dict[str, Any]], *, seed: int, temperature: float = 1.0,
-                on_done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+                on_done: Callable[[int], None] | None = None,
+                prompt_set: prompts.AlpacaPrompts | None = None) -> list[dict[str, Any]]:
     """items: {instruction, output (model), reference}. Returns {preference, raw_completion, swapped} per item,
     preference already mapped back to output_1 = reference."""
+    ps = prompt_set or prompts.ratioloop_alpaca()
     reqs, swaps = [], []
     for it in items:
         sw = is_swapped(it["instruction"], seed)
         o1, o2 = (it["output"], it["reference"]) if sw else (it["reference"], it["output"])
-        reqs.append(JudgeRequest(messages=prompts.alpaca_messages(it["instruction"], o1, o2),
+        reqs.append(JudgeRequest(messages=ps.messages(it["instruction"], o1, o2),
                                  choices=list(prompts.ALPACA_TOKENS), cue="", close="", max_tokens=1,
-                                 temperature=temperature, logprobs=True))
+                                 temperature=temperature, logprobs=True, body=dict(ps.body)))
         swaps.append(sw)
     out = []
     for r, sw in zip(judge.judge(reqs, on_done=on_done), swaps):

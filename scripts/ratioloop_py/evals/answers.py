@@ -6,6 +6,7 @@ its own key, so a resumed run reproduces exactly the text an uninterrupted run w
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,14 +16,14 @@ from ..io import JsonlAppender, read_partial_jsonl
 class AnswerModel:
     """A policy or baseline model behind one generate() call; HF by default, vLLM when asked (or auto + present)."""
 
-    def __init__(self, spec: dict[str, Any], *, backend: str = "auto", seed: int = 0, max_new_tokens: int = 256,
-                 top_p: float = 1.0):
+    def __init__(self, spec: dict[str, Any], *, backend: str = "auto", seed: int = 0,
+                 max_new_tokens: int | None = 256, top_p: float = 1.0):
         from .. import generate as gen
         from ..models import load_tokenizer
 
         self.spec = spec
         self.seed = int(seed)
-        self.max_new_tokens = int(max_new_tokens)
+        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         self.top_p = float(top_p)
         self.template = spec.get("template", "chat")
         self.tok = load_tokenizer(spec)
@@ -46,18 +47,40 @@ class AnswerModel:
 
         return render_prompt(self.tok, messages, self.template)
 
+    def context_length(self) -> int:
+        """The model's own length limit (prompt + answer): its config's max_position_embeddings, else the
+        tokenizer's model_max_length."""
+        cfg = getattr(self.model, "config", None)
+        if self.llm is not None:
+            return int(self.llm.llm_engine.model_config.max_model_len)
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(self.tok, "model_max_length", None)
+        if not n or n > 10**7:  # transformers' "no limit" sentinel
+            raise ValueError("the model states no length limit; set evaluate.max_new_tokens")
+        return int(n)
+
+    def limit_for(self, prompt_lens: list[int]) -> int:
+        """max_new_tokens of one batch: the set limit, or (None, AlpacaEval's rule) whatever the model's own length
+        limit leaves after the batch's longest prompt."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        return max(1, self.context_length() - max(prompt_lens, default=0))
+
+    def token_len(self, text: str) -> int:
+        """Tokens of an answer text by this model's tokenizer (no special tokens): the answer files' token_len."""
+        return len(self.tok.encode(text, add_special_tokens=False))
+
     def generate(self, messages_list: list[list[dict[str, str]]], *, temperature: float, key: str) -> list[dict]:
         from .. import generate as gen
+        from ..models import encode
 
         prompts = [self.render(m) for m in messages_list]
+        ids = [encode(self.tok, p) for p in prompts]
+        limit = self.limit_for([len(i) for i in ids])
         if self.backend == "vllm":
-            from ..models import encode
-
             seeds = [gen.batch_seed(self.seed, f"{key}:{i}") for i in range(len(prompts))]
-            return gen.generate_vllm(self.llm, self.tok, [encode(self.tok, p) for p in prompts],
-                                     max_new_tokens=self.max_new_tokens, temperature=temperature,
+            return gen.generate_vllm(self.llm, self.tok, ids, max_new_tokens=limit, temperature=temperature,
                                      top_p=self.top_p, seeds=seeds)
-        return gen.generate_batch(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
+        return gen.generate_batch(self.model, self.tok, prompts, max_new_tokens=limit,
                                   temperature=temperature, top_p=self.top_p, seed=self.seed, key=key)
 
     def close(self) -> None:
@@ -89,8 +112,10 @@ def plan_batches(items: list[dict[str, Any]], batch_size: int) -> list[list[dict
 
 def answer_all(model_factory: Callable[[], AnswerModel], items: list[dict[str, Any]], partial: Path, *,
                batch_size: int, tag: str, on_progress: Callable[[int, int], None] | None = None,
-               ) -> dict[str, dict[str, Any]]:
-    """Answer every item {id, turns: [user texts], temperature}; rows {id, turns, finish_reasons, n_tokens}.
+               tstamp: float | None = None) -> dict[str, dict[str, Any]]:
+    """Answer every item {id, turns: [user texts], temperature}; rows {id, turns, finish_reasons, n_tokens,
+    token_lens, tstamp} (token_lens: the answer texts re-counted by the model's tokenizer; tstamp: the given time,
+    e.g. when the stage began answering, so that a resumed run writes the same files; else when the row was answered).
 
     Multi-turn items are answered turn by turn, each turn seeing the model's own earlier answers. The factory is
     only called when something is left to answer; the caller owns (and closes) the model.
@@ -118,8 +143,10 @@ def answer_all(model_factory: Callable[[], AnswerModel], items: list[dict[str, A
                 for i, r in zip(idx, res):
                     convs[i].append({"role": "assistant", "content": r["text"]})
                     outs[i].append(r)
+            now = time.time() if tstamp is None else float(tstamp)
             rows = [{"id": it["id"], "turns": [r["text"] for r in o], "finish_reasons": [r["finish_reason"] for r in o],
-                     "n_tokens": [r["n_tokens"] for r in o]} for it, o in zip(b, outs)]
+                     "n_tokens": [r["n_tokens"] for r in o], "token_lens": [model.token_len(r["text"]) for r in o],
+                     "tstamp": now} for it, o in zip(b, outs)]
             app.write_batch(rows)
             for r in rows:
                 done[r["id"]] = r

@@ -140,21 +140,26 @@ def score(judgments: list[dict[str, Any]], *, rounds: int = 100, seed: int = 42,
     return res
 
 
-def _game_request(question: str, a: str, b: str, max_tokens: int) -> JudgeRequest:
-    return JudgeRequest(messages=prompts.arena_messages(question, a, b), choices=list(prompts.ARENA_VERDICTS),
-                        cue=prompts.ARENA_CUE, close=prompts.ARENA_CLOSE, max_tokens=max_tokens, temperature=0.0)
+def _game_request(ps: prompts.ArenaPrompts, question: str, a: str, b: str, max_tokens: int) -> JudgeRequest:
+    return JudgeRequest(messages=ps.messages(question, a, b), choices=list(prompts.ARENA_VERDICTS),
+                        cue=prompts.ARENA_CUE, close=prompts.ARENA_CLOSE, max_tokens=max_tokens,
+                        temperature=ps.temperature)
 
 
 def judge_games(judge: Judge, items: list[dict[str, Any]], *, max_tokens: int, attempts: int = 2,
-                parse_mode: str = "v0.1", on_done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+                parse_mode: str = "v0.1", on_done: Callable[[int], None] | None = None,
+                prompt_set: prompts.ArenaPrompts | None = None) -> list[dict[str, Any]]:
     """items: {id, question, answer, baseline}. Returns per item its two games
     [{user_prompt, judgment, score, probs?}, ...] (game 1: baseline = A)."""
+    ps = prompt_set or prompts.ratioloop_arena()
+    if ps.continue_text is None:
+        attempts = 1
     reqs = []
     for it in items:
-        reqs.append(_game_request(it["question"], it["baseline"], it["answer"], max_tokens))
-        reqs.append(_game_request(it["question"], it["answer"], it["baseline"], max_tokens))
+        reqs.append(_game_request(ps, it["question"], it["baseline"], it["answer"], max_tokens))
+        reqs.append(_game_request(ps, it["question"], it["answer"], it["baseline"], max_tokens))
     replies = judge.judge(reqs, on_done=(lambda k: on_done(k)) if on_done else None)
-    texts = [r.text for r in replies]
+    texts = [ps.judgment_prefix + r.text for r in replies]
     verdicts = [parse_verdict(t, parse_mode) for t in texts]
     # v0.1: an API judge that gave no label is asked once more to finish (number_of_judgment_attempts = 2)
     if isinstance(judge, ApiJudge):
@@ -164,9 +169,10 @@ def judge_games(judge: Judge, items: list[dict[str, Any]], *, max_tokens: int, a
                 break
             more = []
             for i in todo:
-                m = list(reqs[i].messages) + [{"role": "assistant", "content": texts[i]},
-                                              {"role": "user", "content": prompts.ARENA_CONTINUE}]
-                more.append(JudgeRequest(messages=m, choices=reqs[i].choices, max_tokens=max_tokens))
+                m = list(reqs[i].messages) + [{"role": "assistant", "content": replies[i].text},
+                                              {"role": "user", "content": ps.continue_text}]
+                more.append(JudgeRequest(messages=m, choices=reqs[i].choices, max_tokens=max_tokens,
+                                         temperature=ps.temperature))
             for i, r in zip(todo, judge.judge(more)):
                 texts[i] = texts[i] + "\n" + r.text
                 verdicts[i] = parse_verdict(texts[i], parse_mode)

@@ -53,6 +53,29 @@ OFFICIAL: dict[str, dict[str, str]] = {
         "sha256": "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f",
         "filename": "mt_bench_reference_gpt-4.jsonl",
     },
+    # Judge prompts (`prompts: official`), at the same commits as the data where the file existed there.
+    "arena_hard.prompts": {
+        "url": f"{_GH}/lmarena/arena-hard-auto/e0a8ea1df42c1df76451a6cd04b14e31ff992b87/config/judge_config.yaml",
+        "sha256": "8f6e2a641676ae1453ae6be149b549d92b739564a23a8db27b86c50999fa607e",
+        "filename": "arena_hard_v0.1_judge_config.yaml",
+    },
+    # gen_judgment.py holds the text of v0.1's second judgment attempt.
+    "arena_hard.judge_code": {
+        "url": f"{_GH}/lmarena/arena-hard-auto/e0a8ea1df42c1df76451a6cd04b14e31ff992b87/gen_judgment.py",
+        "sha256": "c9da0736c812ebd07e58870178ce2fd73e276f2c16448c165629675ab00c94a6",
+        "filename": "arena_hard_v0.1_gen_judgment.py",
+    },
+    "mt_bench.prompts": {
+        "url": f"{_GH}/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d/fastchat/llm_judge/data/judge_prompts.jsonl",
+        "sha256": "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
+        "filename": "mt_bench_judge_prompts.jsonl",
+    },
+    # weighted_alpaca_eval_gpt4_turbo's prompt_template; the alpaca-eval 0.6.6 wheel ships the same bytes.
+    "alpaca_eval.prompts": {
+        "url": f"{_GH}/tatsu-lab/alpaca_eval/cd543a149df89434d8a54582c0151c0b945c3d20/src/alpaca_eval/evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
+        "sha256": "784227e6dc2832fc08c43d2c8ea3a308e7523780187a1aaad2f85e30bac85f62",
+        "filename": "alpaca_eval_clf_gpt4_turbo.txt",
+    },
 }
 OFFICIAL_SHA = {v["sha256"] for v in OFFICIAL.values()}
 OFFICIAL_ALPACA_INSTRUCTIONS = 805

@@ -17,7 +17,7 @@ from .judges import Judge, JudgeRequest
 # FastChat llm_judge: generation temperatures per category and the categories judged with a reference.
 TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0, "reasoning": 0.0,
                 "stem": 0.1, "humanities": 0.1, "arena-hard-200": 0.0}
-NEED_REF_CATS = ("math", "reasoning", "coding")
+NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
 SCORE_PATTERN = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 
@@ -42,17 +42,25 @@ def expected_rating(probs: dict[str, float]) -> float:
     return float(sum(float(k) * p for k, p in probs.items()))
 
 
+def missing_references(questions: list[dict[str, Any]]) -> list[str]:
+    """Ids of questions FastChat grades with a reference (math, reasoning, coding) that have none."""
+    return [q["id"] for q in questions if q["category"] in NEED_REF_CATS and not q.get("reference")]
+
+
 def judge_turns(judge: Judge, items: list[dict[str, Any]], *, max_tokens: int,
-                on_done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+                on_done: Callable[[int], None] | None = None,
+                prompt_set: prompts.MtPrompts | None = None) -> list[dict[str, Any]]:
     """items: {id, category, turns, answers, reference?}; one grading per answered turn.
     Returns {id, turn, prompt_name, user_prompt, judgment, score, probs?} rows in item, turn order."""
+    ps = prompt_set or prompts.ratioloop_mt()
     reqs, meta = [], []
     for it in items:
         ref = it.get("reference") if it["category"] in NEED_REF_CATS else None
         for turn in range(1, min(len(it["turns"]), len(it["answers"])) + 1):
-            msgs, name = prompts.mt_messages(it["turns"], it["answers"], turn, ref)
+            msgs, name = ps.messages(it["turns"], it["answers"], turn, ref)
             reqs.append(JudgeRequest(messages=msgs, choices=list(prompts.MT_RATINGS), cue=prompts.MT_CUE,
-                                     close=prompts.MT_CLOSE, max_tokens=max_tokens, temperature=0.0))
+                                     close=prompts.MT_CLOSE, max_tokens=max_tokens, temperature=0.0,
+                                     body=dict(ps.body)))
             meta.append((it["id"], turn, name))
     out = []
     for (qid, turn, name), req, r in zip(meta, reqs, judge.judge(reqs, on_done=on_done)):

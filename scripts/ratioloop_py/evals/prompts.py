@@ -1,9 +1,13 @@
-"""Judge prompts. Written for ratioloop in its own words; each follows the structure of the official tool's prompt
-(what the judge is shown, in which order, and the exact verdict format its parser expects), so that verdicts parse
-with the official regexes. The wording differs from the official prompts, so results with these prompts are
-never marked leaderboard-comparable (see docs/evaluation.md).
+"""Judge prompts, `prompts: ratioloop`: written for ratioloop in its own words; each follows the structure of the
+official tool's prompt (what the judge is shown, in which order, and the exact verdict format its parser expects), so
+that verdicts parse with the official regexes. The wording differs from the official prompts, so results with these
+prompts are never marked leaderboard-comparable. `prompts: official` loads the official files at run time instead
+(evals/official_prompts.py); both kinds are PromptSets with the same interface (see the end of this module).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 # ---------------------------------------------------------------- ArenaHard v0.1 (pairwise, judge answers first)
 ARENA_SYSTEM = (
@@ -21,12 +25,12 @@ ARENA_SYSTEM = (
     "3. About the same, a tie: [[A=B]]\n"
     "4. B is a little better: [[B>A]]\n"
     "5. B is much better: [[B>>A]]\n\n"
-    'For example: "My final verdict is: [[A>B]]".'
+    'For example: "My final verdict is a tie: [[A=B]]".'
 )
 ARENA_USER = (
-    "[User prompt]\n{question}\n\n"
-    "[Start of Assistant A's answer]\n{answer_a}\n[End of Assistant A's answer]\n\n"
-    "[Start of Assistant B's answer]\n{answer_b}\n[End of Assistant B's answer]"
+    "[User prompt]\n{question_1}\n\n"
+    "[Start of Assistant A's answer]\n{answer_1}\n[End of Assistant A's answer]\n\n"
+    "[Start of Assistant B's answer]\n{answer_2}\n[End of Assistant B's answer]"
 )
 # v0.1 asked the judge to go on once when no verdict could be parsed.
 ARENA_CONTINUE = "Please go on with your judgment and end it with a final verdict label."
@@ -60,12 +64,16 @@ ALPACA_TOKENS = ["m", "M"]
 MT_SYSTEM = "You are a helpful assistant."
 MT_SYSTEM_MULTI = (
     "Act as an impartial judge of an AI assistant's replies in the conversation shown below. Weigh helpfulness, "
-    "relevance, accuracy, depth, creativity and level of detail. {ref_clause}Your evaluation is about the assistant's "
+    "relevance, accuracy, depth, creativity and level of detail. Your evaluation is about the assistant's "
     "reply to the second user question. Begin with a short explanation and be as objective as you can. Then rate the "
     "reply from 1 to 10 in exactly this format: \"[[rating]]\", e.g. \"Rating: [[5]]\"."
 )
-MT_REF_CLAUSE_MULTI = (
-    "A reference answer is given; compare the assistant's reply with it and point out and correct any mistakes. "
+MT_SYSTEM_MULTI_MATH = (
+    "Act as an impartial judge of an AI assistant's replies in the conversation shown below. Weigh correctness and "
+    "helpfulness. A reference answer is given; compare the assistant's reply with it and point out and correct any "
+    "mistakes. Your evaluation is about the assistant's reply to the second user question. Begin with a short "
+    "explanation and be as objective as you can. Then rate the reply from 1 to 10 in exactly this format: "
+    "\"[[rating]]\", e.g. \"Rating: [[5]]\"."
 )
 MT_USER = (
     "[Instruction]\n"
@@ -111,7 +119,7 @@ MT_PROMPT_NAMES = {(False, 1): "single-v1", (True, 1): "single-math-v1",
 
 def arena_messages(question: str, answer_a: str, answer_b: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": ARENA_SYSTEM},
-            {"role": "user", "content": ARENA_USER.format(question=question, answer_a=answer_a, answer_b=answer_b)}]
+            {"role": "user", "content": ARENA_USER.format(question_1=question, answer_1=answer_a, answer_2=answer_b)}]
 
 
 def alpaca_messages(instruction: str, output_1: str, output_2: str) -> list[dict[str, str]]:
@@ -122,21 +130,84 @@ def alpaca_messages(instruction: str, output_1: str, output_2: str) -> list[dict
 
 def mt_messages(turns: list[str], answers: list[str], turn: int,
                 reference: list[str] | None = None) -> tuple[list[dict[str, str]], str]:
-    """(messages, FastChat prompt name) for grading `turn` (1 or 2); a reference selects the math kind."""
-    with_ref = reference is not None
-    name = MT_PROMPT_NAMES[(with_ref, turn)]
-    if turn == 1:
-        if with_ref:
-            user = MT_USER_MATH.format(question=turns[0], answer=answers[0], ref_answer_1=reference[0])
+    """(messages, FastChat prompt name) for grading `turn` (1 or 2) with ratioloop's wording; a reference selects
+    the math kind."""
+    return ratioloop_mt().messages(turns, answers, turn, reference)
+
+
+# ---------------------------------------------------------------- prompt sets (one per benchmark)
+@dataclass
+class ArenaPrompts:
+    """ArenaHard judge prompts: system prompt + user template (keys question_1, answer_1, answer_2, as v0.1)."""
+    system: str
+    template: str
+    continue_text: str | None          # asked once more when no verdict label was found; None: no second attempt
+    kind: str = "ratioloop"            # ratioloop | official | file (a local file that is not the pinned one)
+    source: dict[str, Any] | None = None
+    temperature: float = 0.0
+    max_tokens: int | None = None      # None: the stage's judge.max_tokens or the official 4096
+    judgment_prefix: str = ""          # v0.1 writes every judgment as "" + "\n" + reply
+
+    def messages(self, question: str, answer_a: str, answer_b: str) -> list[dict[str, str]]:
+        user = self.template.format(question_1=question, answer_1=answer_a, answer_2=answer_b)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+@dataclass
+class MtPrompts:
+    """MT-Bench single-grading prompts by FastChat name: {name: (system prompt, user template)}."""
+    by_name: dict[str, tuple[str, str]]
+    kind: str = "ratioloop"
+    source: dict[str, Any] | None = None
+    body: dict[str, Any] = field(default_factory=dict)   # official: FastChat sends n=1
+
+    def messages(self, turns: list[str], answers: list[str], turn: int,
+                 reference: list[str] | None = None) -> tuple[list[dict[str, str]], str]:
+        """FastChat's rendering: the template formatted with question/answer (turn 1) or question_1/answer_1/
+        question_2/answer_2 (turn 2), plus ref_answer_1 (and _2 for turn 2) when graded with a reference; the system
+        message is left out when the system prompt is empty (Conversation.to_openai_api_messages)."""
+        name = MT_PROMPT_NAMES[(reference is not None, turn)]
+        system, template = self.by_name[name]
+        kw: dict[str, str] = {}
+        if reference is not None:
+            kw["ref_answer_1"] = reference[0]
+            if turn == 2:
+                kw["ref_answer_2"] = reference[1] if len(reference) > 1 else ""
+        if turn == 1:
+            user = template.format(question=turns[0], answer=answers[0], **kw)
         else:
-            user = MT_USER.format(question=turns[0], answer=answers[0])
-        return [{"role": "system", "content": MT_SYSTEM}, {"role": "user", "content": user}], name
-    kw = dict(question_1=turns[0], answer_1=answers[0], question_2=turns[1], answer_2=answers[1])
-    if with_ref:
-        ref2 = reference[1] if len(reference) > 1 else ""
-        user = MT_USER_MULTI_MATH.format(ref_answer_1=reference[0], ref_answer_2=ref2, **kw)
-        system = MT_SYSTEM_MULTI.format(ref_clause=MT_REF_CLAUSE_MULTI)
-    else:
-        user = MT_USER_MULTI.format(**kw)
-        system = MT_SYSTEM_MULTI.format(ref_clause="")
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}], name
+            user = template.format(question_1=turns[0], question_2=turns[1], answer_1=answers[0],
+                                   answer_2=answers[1], **kw)
+        msgs = [{"role": "system", "content": system}] if system else []
+        return msgs + [{"role": "user", "content": user}], name
+
+
+@dataclass
+class AlpacaPrompts:
+    """AlpacaEval judge prompt. `chatml` (official): a ChatML text whose {instruction}, {output_1}, {output_2} are
+    filled in by alpaca_eval's make_prompts rule, then split into messages as its prompt_to_chatml does."""
+    chatml: str | None = None
+    kind: str = "ratioloop"
+    source: dict[str, Any] | None = None
+    body: dict[str, Any] = field(default_factory=dict)   # official: the annotator also sends top_p=1.0
+
+    def messages(self, instruction: str, output_1: str, output_2: str) -> list[dict[str, str]]:
+        if self.chatml is None:
+            return alpaca_messages(instruction, output_1, output_2)
+        from .official_prompts import render_chatml
+
+        return render_chatml(self.chatml, {"instruction": instruction, "output_1": output_1, "output_2": output_2})
+
+
+def ratioloop_arena() -> ArenaPrompts:
+    return ArenaPrompts(system=ARENA_SYSTEM, template=ARENA_USER, continue_text=ARENA_CONTINUE)
+
+
+def ratioloop_mt() -> MtPrompts:
+    return MtPrompts(by_name={"single-v1": (MT_SYSTEM, MT_USER), "single-math-v1": (MT_SYSTEM, MT_USER_MATH),
+                              "single-v1-multi-turn": (MT_SYSTEM_MULTI, MT_USER_MULTI),
+                              "single-math-v1-multi-turn": (MT_SYSTEM_MULTI_MATH, MT_USER_MULTI_MATH)})
+
+
+def ratioloop_alpaca() -> AlpacaPrompts:
+    return AlpacaPrompts()
