@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from ratioloop_py.generate import generate_batch  # noqa: E402
 from ratioloop_py.io import read_jsonl_rows  # noqa: E402
 from ratioloop_py.models import load_model, load_tokenizer, setup_threads  # noqa: E402
-from ratioloop_py.sampling import batch_key, render_fit, tokenizer_adds_bos  # noqa: E402
+from ratioloop_py.sampling import batch_key, render_fit  # noqa: E402
 
 
 def sample_section(config: Path) -> dict:
@@ -31,7 +31,7 @@ def sample_section(config: Path) -> dict:
         return {}
 
 
-def run(model, tok, texts: list[str], ids: list[str], batch: int, sec: dict) -> tuple[int, float]:
+def run(model, tok, texts: list[list[int]], ids: list[str], batch: int, sec: dict) -> tuple[int, float]:
     tokens, t0 = 0, time.perf_counter()
     for i in range(0, len(texts), batch):
         out = generate_batch(model, tok, texts[i:i + batch], max_new_tokens=sec["max_new_tokens"],
@@ -61,11 +61,10 @@ def main() -> None:
     spec = {"path": str(args.model), "dtype": "auto", "device": "auto", "template": "chat"}
     tok, model = load_tokenizer(spec), load_model(spec)
     rows = read_jsonl_rows(args.prompts_file)[: args.prompts]
-    adds_bos = tokenizer_adds_bos(tok)
-    rendered = [(r["id"], render_fit(tok, r["messages"], "chat", sec["max_prompt_tokens"], "middle", adds_bos))
+    rendered = [(r["id"], render_fit(tok, r["messages"], "chat", sec["max_prompt_tokens"], "middle"))
                 for r in rows]
     rendered.sort(key=lambda x: (-x[1].n_tokens, x[0]))  # as the stage orders its batches
-    ids, texts = [i for i, _ in rendered], [r.text for _, r in rendered]
+    ids, texts = [i for i, _ in rendered], [r.ids for _, r in rendered]  # token ids, as the stage feeds them
 
     run(model, tok, texts[:1], ids[:1], 1, {**sec, "max_new_tokens": 4})  # warm-up: first-call overheads
     b = int(sec["batch_size"])

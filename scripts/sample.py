@@ -30,10 +30,10 @@ from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.generate import batch_seed, generate_batch, generate_vllm, load_vllm, vllm_importable  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_partial_jsonl  # noqa: E402
 from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
-from ratioloop_py.models import encode, load_model, load_tokenizer, pick_device, setup_threads  # noqa: E402
+from ratioloop_py.models import load_model, load_tokenizer, pick_device, setup_threads  # noqa: E402
 from ratioloop_py.sampling import (BadRows, LoadStats, Rendered, SampleParams, batch_key, dedup_sort,  # noqa: E402
                                    load_prompts_hf, load_prompts_jsonl, merge, plan_batches, rank_slice, render_fit,
-                                   resolve_params, shard_name, summarize, tokenizer_adds_bos, with_system)
+                                   resolve_params, shard_name, summarize, with_system)
 from ratioloop_py.stage import Stage, run_stage, spec_hash, world  # noqa: E402
 
 VLLM_CHUNK = 256  # vLLM schedules its own batches; chunks only set how often a shard is flushed
@@ -46,9 +46,9 @@ class HFBackend:
         self.model = load_model(spec, device)
         self.tok, self.prm = tok, prm
 
-    def generate(self, texts: list[str], ids: list[str], seed: int) -> list[dict[str, Any]]:
+    def generate(self, prompt_ids: list[list[int]], ids: list[str], seed: int) -> list[dict[str, Any]]:
         p = self.prm
-        return generate_batch(self.model, self.tok, texts, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+        return generate_batch(self.model, self.tok, prompt_ids, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                               top_p=p.top_p, top_k=p.top_k, seed=seed, key=batch_key(ids), stop=p.stop,
                               stop_token_ids=p.stop_token_ids)
 
@@ -61,10 +61,10 @@ class VllmBackend:
                              max_model_len=prm.max_prompt_tokens + prm.max_new_tokens)
         self.tok, self.prm = tok, prm
 
-    def generate(self, texts: list[str], ids: list[str], seed: int) -> list[dict[str, Any]]:
+    def generate(self, prompt_ids: list[list[int]], ids: list[str], seed: int) -> list[dict[str, Any]]:
         p = self.prm
         # One seed per request, from (response seed, prompt id): batching never changes a response.
-        return generate_vllm(self.llm, self.tok, [encode(self.tok, t) for t in texts], max_new_tokens=p.max_new_tokens,
+        return generate_vllm(self.llm, self.tok, prompt_ids, max_new_tokens=p.max_new_tokens,
                              temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                              seeds=[batch_seed(seed, pid) for pid in ids], stop=p.stop,
                              stop_token_ids=p.stop_token_ids)
@@ -155,13 +155,12 @@ def main(stage: Stage) -> None:
     prompts = load_prompts(stage, prm, bad)
 
     tok = load_tokenizer(spec)
-    adds_bos = tokenizer_adds_bos(tok)
     rendered: dict[str, Rendered] = {}
     kept = []
     for p in prompts:
         try:
             rendered[p.id] = render_fit(tok, with_system(p.messages, prm.system_prompt), template,
-                                        prm.max_prompt_tokens, prm.truncation, adds_bos)
+                                        prm.max_prompt_tokens, prm.truncation)
             kept.append(p)
         except ValueError as e:
             bad(p.where, str(e))
@@ -204,7 +203,7 @@ def main(stage: Stage) -> None:
                             backend = HFBackend(spec, tok, prm, device)
                     t0 = time.perf_counter()
                     # The whole batch is regenerated even if a torn write kept part of it: its draw depends on it.
-                    results = backend.generate([rendered[pid].text for pid in batch], batch, s)
+                    results = backend.generate([rendered[pid].ids for pid in batch], batch, s)
                     gen_seconds += time.perf_counter() - t0
                     gen_tokens += sum(r["n_tokens"] for r in results)
                     app.write_batch([{"prompt_id": pid, "seed": s, **r} for pid, r in zip(batch, results) if pid in todo])

@@ -316,11 +316,27 @@ def main(stage: Stage) -> None:
     n_err = metrics.get("errors", 0)
     if n_err:
         stage.log(f"{n_err} responses had non-finite log-probs; their reward is null", level="warn")
+    bos = bos_record(stage, rows[0]["messages"]) if rows else {}
     stage.write_manifest(outputs={"scores": "scores.jsonl", "routes": "routes.jsonl"}, metrics=metrics,
-                         extra={"reward": p["reward"]})
+                         extra={"reward": p["reward"], "bos": bos})
 
 
-COUNTERS = ("forward_tokens", "logit_rows", "prefix_hits", "prefix_tokens_saved")
+COUNTERS = ("forward_tokens", "logit_rows", "prefix_hits", "prefix_tokens_saved", "fallback_window", "fallback_cache")
+
+
+def bos_record(stage: Stage, messages: list[dict[str, str]]) -> dict[str, Any]:
+    """Each model's first context tokens (the one BOS rule applied); warns when strong and weak disagree."""
+    from ratioloop_py.models import load_tokenizer
+    from ratioloop_py.scoring import bos_disagreement, context_head
+
+    heads = {}
+    for name in ("strong", "weak"):
+        spec = stage.model_spec(name)
+        heads[name] = context_head(load_tokenizer(spec), str(spec.get("template", "chat")), messages)
+    problem = bos_disagreement(heads)
+    if problem:
+        stage.log(problem, level="warn")
+    return {**heads, "agree": problem is None}
 
 
 def scorer_counters(sc: Any) -> dict[str, int]:

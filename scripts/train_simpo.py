@@ -246,42 +246,27 @@ def run_rank(stage: Stage, p: dict[str, Any]) -> None:
         raise
 
 
-def _train(stage: Stage, p: dict[str, Any]) -> None:
-    _threads()
-    import torch
-    from transformers import AutoModelForCausalLM, PrinterCallback, TrainingArguments
+def tokenized_pairs(tok, path: Path, p: dict[str, Any], template: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Collator rows for a pairs file (joint prompt + response encoding, simpo.tokenize_pair) and their counts:
+    truncated pairs, and pairs whose prompt/response boundary moved under joint encoding."""
+    from ratioloop_py.simpo import tokenize_pair
 
-    from ratioloop_py.models import load_tokenizer, source_of
-    from ratioloop_py.simpo import (CRASH_ENV, DELAY_ENV, STAGING, CrashAfterSteps, StepDelay, PairCollator, SimPOTrainer, StageCallback,
-                                    checkpoint_step, latest_checkpoint, tokenize_pair)
+    out, counts = [], {"truncated_pairs": 0, "boundary_moved_pairs": 0}
+    for row in load_pairs(path):
+        t = tokenize_pair(tok, row["prompt"], row["chosen"], row["rejected"], template=template,
+                          max_length=p["max_length"], max_prompt_length=p["max_prompt_length"])
+        counts["truncated_pairs"] += int(t.pop("truncated"))
+        counts["boundary_moved_pairs"] += int(t.pop("boundary_moved"))
+        t.pop("prompt_len")
+        out.append(t)
+    return out, counts
 
-    L = json.loads(os.environ[RESOLVED_ENV]) if RESOLVED_ENV in os.environ else resolve_launch(p["launch"])
-    rank, world_size = world()
-    is_main = rank == 0
-    partial = stage.output_dir / "partial"
-    ckpt_root = partial / "checkpoints"
-    mspec = stage.model_spec("policy")
-    template = mspec.get("template", "chat")
-    tok = load_tokenizer(mspec)
 
-    def tokenized(path: Path) -> tuple[list[dict[str, Any]], int]:
-        out, n_trunc = [], 0
-        for row in load_pairs(path):
-            t = tokenize_pair(tok, row["prompt"], row["chosen"], row["rejected"], template=template,
-                              max_length=p["max_length"], max_prompt_length=p["max_prompt_length"])
-            n_trunc += int(t.pop("truncated"))
-            t.pop("prompt_len")
-            out.append(t)
-        return out, n_trunc
+def training_args(p: dict[str, Any], L: dict[str, Any], ckpt_root: Path, save_steps: int):
+    from transformers import TrainingArguments
 
-    train_rows, n_trunc = tokenized(stage.input_path("pairs"))
-    test_path = stage.input_path("pairs_test", required=False)
-    test_rows = tokenized(test_path)[0] if test_path is not None else []
-
-    total_steps = planned_steps(len(train_rows), p, world_size)
-    save_steps = p["save_steps"] or default_save_steps(len(train_rows), p, world_size)
     mp = L["mixed_precision"]
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(ckpt_root),
         per_device_train_batch_size=p["per_device_train_batch_size"],
         per_device_eval_batch_size=p["per_device_train_batch_size"],
@@ -313,44 +298,34 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
         save_only_model=False,
     )
 
-    model = AutoModelForCausalLM.from_pretrained(source_of(mspec), dtype=train_dtype(p, L))
+
+def load_policy(mspec: dict[str, Any], dtype):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ratioloop_py.models import source_of
+
+    model = AutoModelForCausalLM.from_pretrained(source_of(mspec), dtype=dtype)
     for m in model.modules():  # SimPO/TRL train without dropout
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     model.config.use_cache = False
+    return model
 
-    appender = None
-    resume = latest_checkpoint(ckpt_root)
-    resumed_from = checkpoint_step(resume) if resume else 0
-    if is_main:
-        # Keep the metric rows the checkpoint covers; rows logged after it will be logged again.
-        kept = [r for r in read_partial_jsonl(partial / "metrics.jsonl") if r.get("step", 0) <= resumed_from]
-        atomic_write_jsonl(partial / "metrics.jsonl", kept)
-        appender = JsonlAppender(partial / "metrics.jsonl")
-    callback = StageCallback(stage, appender, is_main)
-    callbacks = [callback]
+
+def fault_hooks() -> list[Any]:
+    from ratioloop_py.simpo import CRASH_ENV, DELAY_ENV, CrashAfterSteps, StepDelay
+
+    hooks: list[Any] = []
     if os.environ.get(CRASH_ENV):
-        callbacks.append(CrashAfterSteps(int(os.environ[CRASH_ENV])))
+        hooks.append(CrashAfterSteps(int(os.environ[CRASH_ENV])))
     if os.environ.get(DELAY_ENV):
-        callbacks.append(StepDelay(float(os.environ[DELAY_ENV])))
+        hooks.append(StepDelay(float(os.environ[DELAY_ENV])))
+    return hooks
 
-    trainer = SimPOTrainer(
-        model=model, args=args, train_dataset=_Rows(train_rows), eval_dataset=_Rows(test_rows) if test_rows else None,
-        data_collator=PairCollator(tok.pad_token_id), processing_class=tok, callbacks=callbacks,
-        beta=p["beta"], gamma_beta_ratio=p["gamma_beta_ratio"], label_smoothing=p["label_smoothing"],
-        sft_weight=p["sft_weight"],
-    )
-    trainer.remove_callback(PrinterCallback)  # it prints to stdout, which carries only JSON progress lines
-    if is_main:
-        shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a save cut short by a kill
-        if resume:
-            stage.log(f"resuming from {resume.name} (step {resumed_from} of {total_steps})")
-    trainer.accelerator.wait_for_everyone()
 
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    eval_metrics = trainer.evaluate() if test_rows else {}
-
-    # The final model: written to partial/model.tmp, renamed into place when complete.
+def save_final_model(stage: Stage, trainer, tok, partial: Path, is_main: bool) -> None:
+    """partial/model.tmp, renamed into place as model/ when complete (rank 0)."""
     tmp = partial / "model.tmp"
     if trainer.is_fsdp_enabled:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
@@ -359,24 +334,26 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
     trainer.accelerator.wait_for_everyone()
     if not is_main:
         return
-    appender.close()
     tok.save_pretrained(str(tmp))  # tokenizer + chat template (the Jinja override, when the spec has one)
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of our arguments, not part of the model
     final = stage.output_dir / "model"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    rows = read_partial_jsonl(partial / "metrics.jsonl")
-    atomic_write_jsonl(stage.output_dir / "metrics.jsonl", rows)
 
+
+def run_summary(rows: list[dict[str, Any]], p: dict[str, Any], L: dict[str, Any], *, steps: int, n_train: int,
+                n_test: int, counts: dict[str, int], resumed_from: int, eval_metrics: dict[str, Any],
+                world_size: int, total_steps: int, save_steps: int, template: str, policy: str) -> dict[str, Any]:
+    """result.json: the manifest's metrics and training sections."""
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
     accs = [r["rewards/accuracies"] for r in rows if r.get("rewards/accuracies") is not None]
     per_device, ga = p["per_device_train_batch_size"], p["gradient_accumulation_steps"]
     gamma = p["beta"] * p["gamma_beta_ratio"]
     metrics = {
-        "steps": trainer.state.global_step,
-        "train_pairs": len(train_rows),
-        "test_pairs": len(test_rows),
-        "truncated_pairs": n_trunc,
+        "steps": steps,
+        "train_pairs": n_train,
+        "test_pairs": n_test,
+        **counts,
         "effective_batch": world_size * per_device * ga,
         "beta": p["beta"], "gamma_beta_ratio": p["gamma_beta_ratio"], "gamma": gamma,
         "learning_rate": p["learning_rate"],
@@ -398,12 +375,79 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
         "label_smoothing": p["label_smoothing"], "sft_weight": p["sft_weight"],
         "dtype": str(train_dtype(p, L)).replace("torch.", ""), "optimizer": "adamw_torch",
         "gradient_checkpointing": p["gradient_checkpointing"], "launch": L, "template": template,
-        "policy": source_of(mspec),
+        "tokenization": "joint prompt + response, split at the prompt; one BOS where the tokenizer adds one",
+        "policy": policy,
     }
+    return {"metrics": metrics, "training": training}
+
+
+def _train(stage: Stage, p: dict[str, Any]) -> None:
+    _threads()
+    from transformers import PrinterCallback
+
+    from ratioloop_py.models import load_tokenizer, source_of
+    from ratioloop_py.simpo import (STAGING, PairCollator, SimPOTrainer, StageCallback, checkpoint_step,
+                                    latest_checkpoint)
     from ratioloop_py.stage import device_description
 
+    L = json.loads(os.environ[RESOLVED_ENV]) if RESOLVED_ENV in os.environ else resolve_launch(p["launch"])
+    rank, world_size = world()
+    is_main = rank == 0
+    partial = stage.output_dir / "partial"
+    ckpt_root = partial / "checkpoints"
+    mspec = stage.model_spec("policy")
+    template = mspec.get("template", "chat")
+    tok = load_tokenizer(mspec)
+
+    train_rows, counts = tokenized_pairs(tok, stage.input_path("pairs"), p, template)
+    test_path = stage.input_path("pairs_test", required=False)
+    test_rows = tokenized_pairs(tok, test_path, p, template)[0] if test_path is not None else []
+
+    total_steps = planned_steps(len(train_rows), p, world_size)
+    save_steps = p["save_steps"] or default_save_steps(len(train_rows), p, world_size)
+    args = training_args(p, L, ckpt_root, save_steps)
+    model = load_policy(mspec, train_dtype(p, L))
+
+    appender = None
+    resume = latest_checkpoint(ckpt_root)
+    resumed_from = checkpoint_step(resume) if resume else 0
+    if is_main:
+        # Keep the metric rows the checkpoint covers; rows logged after it will be logged again.
+        kept = [r for r in read_partial_jsonl(partial / "metrics.jsonl") if r.get("step", 0) <= resumed_from]
+        atomic_write_jsonl(partial / "metrics.jsonl", kept)
+        appender = JsonlAppender(partial / "metrics.jsonl")
+
+    trainer = SimPOTrainer(
+        model=model, args=args, train_dataset=_Rows(train_rows), eval_dataset=_Rows(test_rows) if test_rows else None,
+        data_collator=PairCollator(tok.pad_token_id), processing_class=tok,
+        callbacks=[StageCallback(stage, appender, is_main), *fault_hooks()],
+        beta=p["beta"], gamma_beta_ratio=p["gamma_beta_ratio"], label_smoothing=p["label_smoothing"],
+        sft_weight=p["sft_weight"],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints to stdout, which carries only JSON progress lines
+    if is_main:
+        shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a save cut short by a kill
+        if resume:
+            stage.log(f"resuming from {resume.name} (step {resumed_from} of {total_steps})")
+        if counts["boundary_moved_pairs"]:
+            stage.log(f"{counts['boundary_moved_pairs']} pairs: joint encoding moved the prompt/response boundary; "
+                      "their prompt part is the common prefix of both sides (docs/training.md)", level="warn")
+    trainer.accelerator.wait_for_everyone()
+
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    eval_metrics = trainer.evaluate() if test_rows else {}
+    save_final_model(stage, trainer, tok, partial, is_main)
+    if not is_main:
+        return
+    appender.close()
+    rows = read_partial_jsonl(partial / "metrics.jsonl")
+    atomic_write_jsonl(stage.output_dir / "metrics.jsonl", rows)
+    result = run_summary(rows, p, L, steps=trainer.state.global_step, n_train=len(train_rows), n_test=len(test_rows),
+                         counts=counts, resumed_from=resumed_from, eval_metrics=eval_metrics,
+                         world_size=world_size, total_steps=total_steps, save_steps=save_steps, template=template,
+                         policy=source_of(mspec))
     device = device_description() + (f", {world_size} processes" if world_size > 1 else "")
-    atomic_write_json(partial / "result.json", {"metrics": metrics, "training": training, "device": device})
+    atomic_write_json(partial / "result.json", {**result, "device": device})
 
 
 def main(stage: Stage) -> None:

@@ -4,7 +4,8 @@ HF: each batch is seeded from (seed, batch key), not from what ran before it, so
 same text as an uninterrupted one (on CPU, for the same batch composition and thread count).
 vLLM: each request carries its own seed, so a response depends only on (prompt, seed), not on batching.
 
-Prompts are already rendered (templates add their own BOS), so neither backend adds special tokens.
+Prompts are already rendered; given as token ids (models.model_ids: the one BOS rule) they are fed as they are,
+and neither backend adds special tokens of its own.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def _parse_row(row: list[int], eos: set[int], pad: int | None, max_new_tokens: i
     return n, ("length" if n >= max_new_tokens else "stop")
 
 
-def generate_batch(model, tok, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,
+def generate_batch(model, tok, prompts: list[str] | list[list[int]], *, max_new_tokens: int, temperature: float = 0.0,
                    top_p: float = 1.0, top_k: int = 0, seed: int = 0, key: str = "",
                    stop: list[str] | None = None, stop_token_ids: list[int] | None = None) -> list[dict[str, Any]]:
     """Generate one response per rendered prompt. Returns [{text, finish_reason, n_tokens}].
@@ -68,7 +69,10 @@ def generate_batch(model, tok, prompts: list[str], *, max_new_tokens: int, tempe
     import torch
 
     tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    if prompts and not isinstance(prompts[0], str):  # token ids (with the BOS rule applied): left-pad them
+        enc = tok.pad({"input_ids": [list(p) for p in prompts]}, padding=True, return_tensors="pt").to(model.device)
+    else:
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     eos = eos_ids_of(model, tok, stop_token_ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     do_sample = temperature > 0

@@ -1,5 +1,5 @@
 """Helpers of the sample stage: params, prompt loading (JSONL or a `datasets` source), validation,
-de-duplication, rendering with truncation and the single-BOS check, batching plans, shard merging, metrics.
+de-duplication, rendering with truncation (ids by the one BOS rule, models.model_ids), batching plans, shard merging, metrics.
 
 Everything here is pure or file-only, so it is unit-tested without a model where possible.
 """
@@ -320,40 +320,7 @@ def with_system(messages: list[dict[str, str]], system_prompt: str | None) -> li
     return [{"role": "system", "content": system_prompt}] + messages
 
 
-# --- rendering, BOS, truncation ------------------------------------------------------------------------
-
-def tokenizer_adds_bos(tok) -> bool:
-    bos = tok.bos_token_id
-    if bos is None:
-        return False
-    try:
-        ids = tok("a")["input_ids"]
-    except Exception:  # noqa: BLE001
-        return False
-    return bool(ids) and ids[0] == bos
-
-
-def ensure_single_bos(tok, text: str, adds_bos: bool) -> str:
-    """The rendered prompt starts with exactly one BOS where the model expects one.
-
-    Templates that write their own BOS (Llama-3's <|begin_of_text|>) must not get a second from the
-    tokenizer: ids are always encoded without special tokens. A plain ("none") rendering for a tokenizer
-    that normally adds a BOS gets it prepended once.
-    """
-    from .models import encode
-
-    bos = tok.bos_token_id
-    if bos is None:
-        return text
-    ids = encode(tok, text)
-    if adds_bos and (not ids or ids[0] != bos):
-        text = tok.bos_token + text
-        ids = [bos] + ids
-    if len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
-        raise BadInput(f"rendered prompt begins with two BOS tokens ({tok.bos_token!r}): the template and the "
-                       "tokenizer both add one; fix the model spec's template")
-    return text
-
+# --- rendering, truncation ----------------------------------------------------------------------------
 
 def cut_ids(ids: list[int], keep: int, mode: str) -> list[int]:
     """Keep `keep` ids: 'left' drops from the start, 'middle' keeps the head and the tail."""
@@ -371,6 +338,7 @@ def cut_ids(ids: list[int], keep: int, mode: str) -> list[int]:
 @dataclass
 class Rendered:
     text: str
+    ids: list[int]  # what the model is fed: models.model_ids(text), the one BOS rule
     n_tokens: int
     messages: list[dict[str, str]]
     truncated: bool
@@ -386,9 +354,8 @@ def _drop_oldest_turn(msgs: list[dict[str, str]]) -> bool:
     return True
 
 
-def render_fit(tok, messages: list[dict[str, str]], template: str, max_tokens: int, mode: str,
-               adds_bos: bool) -> Rendered:
-    """Render (with the single-BOS check) and fit into max_tokens, keeping the template's framing intact.
+def render_fit(tok, messages: list[dict[str, str]], template: str, max_tokens: int, mode: str) -> Rendered:
+    """Render, encode with the BOS rule (models.model_ids) and fit into max_tokens, keeping the template's framing.
 
     Truncation works on message contents, never on the rendered ids, so the BOS, role headers and the
     generation prompt survive. 'middle' cuts the middle of the last user message (its head and tail are
@@ -396,19 +363,20 @@ def render_fit(tok, messages: list[dict[str, str]], template: str, max_tokens: i
     'left' drops the oldest turns first, then the start of the last user message.
     Raises ValueError when even an almost empty last message does not fit.
     """
-    from .models import encode, render_prompt
+    from .models import encode, model_ids, render_prompt
 
     def render(ms):
-        text = ensure_single_bos(tok, render_prompt(tok, ms, template), adds_bos)
-        return text, len(encode(tok, text))
+        text = render_prompt(tok, ms, template)
+        ids = model_ids(tok, text)
+        return text, ids, len(ids)
 
-    text, n = render(messages)
+    text, ids, n = render(messages)
     if n <= max_tokens:
-        return Rendered(text, n, messages, False)
+        return Rendered(text, ids, n, messages, False)
     msgs = [dict(m) for m in messages]
     if mode == "left":
         while n > max_tokens and _drop_oldest_turn(msgs):
-            text, n = render(msgs)
+            text, ids, n = render(msgs)
     for attempt in range(12):
         if n <= max_tokens:
             break
@@ -416,14 +384,14 @@ def render_fit(tok, messages: list[dict[str, str]], template: str, max_tokens: i
         keep = len(content) - (n - max_tokens) - attempt  # re-tokenizing a cut can merge differently: shrink more
         if keep < 1:
             if _drop_oldest_turn(msgs):
-                text, n = render(msgs)
+                text, ids, n = render(msgs)
                 continue
             raise ValueError(f"prompt needs {n} tokens and its framing alone exceeds max_prompt_tokens={max_tokens}")
         msgs[-1]["content"] = tok.decode(cut_ids(content, keep, mode))
-        text, n = render(msgs)
+        text, ids, n = render(msgs)
     if n > max_tokens:
         raise ValueError(f"could not fit the prompt into max_prompt_tokens={max_tokens} ({n} tokens)")
-    return Rendered(text, n, msgs, True)
+    return Rendered(text, ids, n, msgs, True)
 
 
 # --- plans, shards, merge ------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import BadInput
-from .models import (ChatMessages, encode, load_model, load_tokenizer, pick_device, pick_dtype, render_prompt,
-                     render_with_response)
+from .models import (ChatMessages, keep_tail, load_model, load_tokenizer, model_ids, pick_device, pick_dtype,
+                     render_prompt, tokenize_turn)
 
 
 @dataclass
@@ -80,23 +80,6 @@ class Item:
     prefix: int = 0  # leading ctx tokens that other prompts share (template header, system prompt, exemplar)
 
 
-def span_start(tok, context: str, full: str, ctx_ids: list[int], full_ids: list[int]) -> tuple[int, bool]:
-    """Index of the first response token in full_ids, and whether full_ids begins with ctx_ids.
-
-    When tokenization merges across the context/response boundary, the response starts at the first token
-    that ends after the context's characters (so a straddling token counts as response)."""
-    if full_ids[: len(ctx_ids)] == ctx_ids:
-        return len(ctx_ids), True
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    start = 0
-    for i, (_, end) in enumerate(offsets):
-        if end > len(context):
-            break
-        start = i + 1
-    return start, False
-
-
 SPLIT = "\u2063\u2063split\u2063\u2063"  # invisible separators: never in a real prompt's text
 
 
@@ -117,14 +100,14 @@ def shared_prefix_text(sm: ScoringModel, messages: ChatMessages, context: str, s
     return pre if context.startswith(pre) else ""
 
 
-def _shared_len(sm: ScoringModel, messages: ChatMessages, context: str, ctx_ids: list[int],
-                shared_chars: int) -> int:
+def _shared_len(sm: ScoringModel, messages: ChatMessages, ctx_ids: list[int], shared_chars: int) -> int:
+    context = render_prompt(sm.tok, messages, sm.template)
     pre = shared_prefix_text(sm, messages, context, shared_chars)
     if not pre:
         return 0
     # The last token of the prefix may merge with what follows, differently per prompt: leave it out, so that
     # prompts sharing the text share the same tokens. Count only tokens both tokenizations agree on.
-    pre_ids = encode(sm.tok, pre)
+    pre_ids = model_ids(sm.tok, pre)
     return min(_common_prefix(pre_ids, ctx_ids), len(pre_ids) - 1, len(ctx_ids) - 1)
 
 
@@ -132,23 +115,41 @@ def make_item(sm: ScoringModel, messages: ChatMessages, response: str, max_promp
               max_response_tokens: int, shared_chars: int = 0) -> Item:
     """Tokenize (context, response) for one model. shared_chars: how many leading characters of the first
     user message other prompts share (a guidance exemplar), so their KV can be computed once."""
-    context, full = render_with_response(sm.tok, messages, response, sm.template)
-    ctx_ids = encode(sm.tok, context)
-    full_ids = encode(sm.tok, full)
-    start, reusable = span_start(sm.tok, context, full, ctx_ids, full_ids)
-    ctx, resp = full_ids[:start], full_ids[start:]
+    ctx, resp, reusable = tokenize_turn(sm.tok, messages, response, sm.template)
     if not ctx:
         raise BadInput("rendered context is empty: the first response token would have nothing to condition on")
     item = Item(ctx=ctx, resp=resp, reusable=reusable)
-    if len(ctx) > max_prompt_tokens:  # left truncation, as in the paper's annotation runs
-        item.ctx = ctx[-max_prompt_tokens:]
+    if len(ctx) > max_prompt_tokens:  # left truncation, as in the paper's annotation runs (the BOS is kept)
+        item.ctx = keep_tail(sm.tok, ctx, max_prompt_tokens)
         item.prompt_truncated = True
     elif reusable:
-        item.prefix = _shared_len(sm, messages, context, ctx, shared_chars)
+        item.prefix = _shared_len(sm, messages, ctx, shared_chars)
     if len(resp) > max_response_tokens:  # right truncation
         item.resp = resp[:max_response_tokens]
         item.response_truncated = True
     return item
+
+
+def context_head(tok, template: str, messages: ChatMessages, n: int = 4) -> dict[str, Any]:
+    """How a model's scored context begins (for the score manifest): its first tokens, whether its tokenizer adds
+    a BOS, and whether the context leads with a sequence BOS (a BOS id first that does not recur: ChatML tokenizers
+    whose BOS is <|im_start|> open every turn with it, which is template text, not a sequence start)."""
+    from .models import first_tokens, tokenizer_adds_bos
+
+    ids = model_ids(tok, render_prompt(tok, messages, template))
+    bos = tok.bos_token_id
+    return {"first_tokens": first_tokens(tok, ids, n), "tokenizer_adds_bos": tokenizer_adds_bos(tok),
+            "leading_bos": bool(ids) and bos is not None and ids[0] == bos and ids.count(bos) == 1}
+
+
+def bos_disagreement(heads: dict[str, dict[str, Any]]) -> str | None:
+    """A sentence when the strong and weak contexts disagree on a leading BOS (a per-token bias in a summed
+    reward, i.e. a length bias), else None."""
+    s, w = heads.get("strong"), heads.get("weak")
+    if not s or not w or s["leading_bos"] == w["leading_bos"]:
+        return None
+    return (f"strong and weak contexts disagree on a leading BOS: strong begins {s['first_tokens']}, weak begins "
+            f"{w['first_tokens']}; the reward then carries a per-token bias (check both model specs' tokenizers)")
 
 
 @dataclass
@@ -167,6 +168,8 @@ class ScoreStats:
     full_passes: int = 0
     prefix_hits: int = 0  # contexts that started from a kept prefix
     prefix_tokens_saved: int = 0
+    fallback_window: int = 0  # responses scored by whole passes because reuse would exceed the attention window
+    fallback_cache: int = 0  # responses scored by whole passes because the KV cache was not as expected
 
 
 def _token_logps(logits, targets):
@@ -235,15 +238,52 @@ class PrefixCache:
 
 
 class NoKvReuse(Exception):
-    """The model's cache is not plain per-layer keys/values (e.g. recurrent or hybrid layers)."""
+    """Context-KV reuse would not be exact here: the items go to whole-sequence passes instead.
+
+    reason "cache": the model's cache is not plain per-layer keys/values of every position fed (recurrent or
+    hybrid layers; a sliding-window layer that dropped old positions; any other shape surprise), so no later
+    chunk is tried either. reason "window": this chunk's padded layout is wider than the attention window."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
 
 
-def _layers_kv(cache) -> list[tuple[Any, Any]]:
+def _layers_kv(cache, batch: int, positions: int) -> list[tuple[Any, Any]]:
+    """Per-layer (keys, values), each [batch, heads, positions, dim], or NoKvReuse("cache")."""
     layers = getattr(cache, "layers", None)
     if not layers or not all(getattr(la, "keys", None) is not None and getattr(la, "values", None) is not None
                              for la in layers):
-        raise NoKvReuse(type(cache).__name__)
-    return [(layer.keys, layer.values) for layer in layers]
+        raise NoKvReuse("cache", type(cache).__name__)
+    kv = [(layer.keys, layer.values) for layer in layers]
+    for k, v in kv:
+        if k.dim() != 4 or k.shape[0] != batch or k.shape[2] != positions or v.shape[:3] != k.shape[:3]:
+            raise NoKvReuse("cache", f"keys {tuple(k.shape)}, values {tuple(v.shape)}, want [{batch}, *, {positions}, *]")
+    if any(k.shape[1] != kv[0][0].shape[1] or k.shape[3] != kv[0][0].shape[3] for k, _ in kv[1:]):
+        raise NoKvReuse("cache", "layers with different key shapes")
+    return kv
+
+
+def attention_window(model) -> int | None:
+    """The smallest attention window (sliding or chunked) any layer of the model has, or None for full attention.
+
+    Reuse pads rows in the middle, so cache columns are not true positions; a window measured in columns is then
+    exact only when every row's padded width fits inside it (see LogpScorer._reuse_chunk)."""
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "get_text_config"):
+        cfg = cfg.get_text_config(decoder=True)
+    if cfg is None:
+        return None
+    sizes = []
+    sw = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    if isinstance(sw, int) and sw > 0 and getattr(cfg, "use_sliding_window", True) is not False \
+            and (types is None or any("sliding" in str(t) for t in types)):
+        sizes.append(sw)
+    chunk = getattr(cfg, "attention_chunk_size", None)
+    if isinstance(chunk, int) and chunk > 0:
+        sizes.append(chunk)
+    return min(sizes) if sizes else None
 
 
 def _cache_from(kv: list[tuple[Any, Any]]):
@@ -267,6 +307,7 @@ class LogpScorer:
         self.min_prefix = max(1, int(min_prefix))  # shorter shared prefixes are not worth a forward of their own
         self.stats = ScoreStats()
         self._split = self._split_head()
+        self.window = attention_window(sm.model)
 
     def score_prompts(self, groups: Sequence[Sequence[Item]]) -> list[list[LogpResult]]:
         """groups[p] = items of prompt p (the same context). Returns results in the same shape."""
@@ -285,14 +326,21 @@ class LogpScorer:
                 elif j not in reuse:
                     pool.append((p, j))
         with torch.inference_mode():
-            for k, chunk in enumerate(chunks := self._prompt_chunks(reuse_prompts)):
+            for chunk in self._prompt_chunks(reuse_prompts):
+                todo = [(p, j) for p, js in chunk for j in js]
+                if not self.reuse_context:
+                    pool.extend(todo)
+                    continue
                 try:
                     self._reuse_chunk(groups, chunk, results)
-                except NoKvReuse:
-                    # This model's cache cannot be padded and reused: whole-sequence passes from here on.
-                    self.reuse_context = False
-                    pool.extend((p, j) for ch in chunks[k:] for p, js in ch for j in js)
-                    break
+                except NoKvReuse as e:
+                    # Checked before any result of the chunk is written: its items simply take whole passes.
+                    pool.extend(todo)
+                    if e.reason == "window":
+                        self.stats.fallback_window += len(todo)
+                    else:  # this model's cache cannot be padded and reused: whole passes from here on
+                        self.stats.fallback_cache += len(todo)
+                        self.reuse_context = False
             if pool:
                 # Longest first: the first batch shows an out-of-memory at once; similar lengths pad little.
                 pool.sort(key=lambda pj: -(len(groups[pj[0]][pj[1]].ctx) + len(groups[pj[0]][pj[1]].resp)))
@@ -372,7 +420,7 @@ class LogpScorer:
             self.stats.prefix_tokens_saved += len(tokens)
             return kv
         out = self._forward(torch.tensor([list(tokens)], device=self.sm.device), logits_to_keep=1, use_cache=True)
-        kv = _layers_kv(out.past_key_values)
+        kv = _layers_kv(out.past_key_values, 1, len(tokens))
         self.prefixes.put(tokens, kv)
         return kv
 
@@ -382,15 +430,24 @@ class LogpScorer:
 
         KV layout of row i: [left pad | prefix_i] (width C) + [rest of context_i | right pad] (width R);
         pads are masked out and positions are given explicitly, so every row computes exactly what it
-        would alone (up to floating-point rounding of different matmul shapes)."""
+        would alone (up to floating-point rounding of different matmul shapes).
+
+        Attention windows (sliding or chunked) are applied by cache column, not by the explicit positions, so the
+        padded layout is used only when its widest row (C + R + the longest response) fits inside the window, where
+        no window can hide a key; otherwise NoKvReuse("window") before anything is computed. A cache that does not
+        hold every position fed raises NoKvReuse("cache") before any result is written."""
         import torch
 
         dev = self.sm.device
         ctxs = [groups[p][js[0]].ctx for p, js in chunk]
         pre_lens = [groups[p][js[0]].prefix if groups[p][js[0]].prefix >= self.min_prefix else 0 for p, js in chunk]
-        pre_kvs = [self._prefix_kv(tuple(c[:n])) if n else None for c, n in zip(ctxs, pre_lens)]
         P, C = len(chunk), max(pre_lens)
         R = max(len(c) - n for c, n in zip(ctxs, pre_lens))
+        if self.window is not None:
+            longest = max(len(groups[p][j].resp) for p, js in chunk for j in js)
+            if C + R + longest > self.window:
+                raise NoKvReuse("window", f"{C + R + longest} columns > window {self.window}")
+        pre_kvs = [self._prefix_kv(tuple(c[:n])) if n else None for c, n in zip(ctxs, pre_lens)]
         pad = self._pad_id()
         ids = torch.full((P, R), pad, dtype=torch.long, device=dev)
         mask = torch.zeros((P, C + R), dtype=torch.long, device=dev)
@@ -415,8 +472,8 @@ class LogpScorer:
             past = _cache_from(padded)
         last_col = torch.tensor([len(c) - n - 1 for c, n in zip(ctxs, pre_lens)], device=dev)
         last, kv = self._select_forward(ids, past, mask, pos, torch.arange(P, device=dev), last_col)
+        ctx_kv = _layers_kv(kv, P, C + R)
         self.stats.reused_contexts += P
-        ctx_kv = _layers_kv(kv)
 
         # Responses: every (prompt, response) row, longest first, in batches on top of its prompt's context.
         rows = [(i, p, j) for i, (p, js) in enumerate(chunk) for j in js]

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from .models import encode, render_with_response
 
 IGNORE = -100
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -35,30 +34,43 @@ DELAY_ENV = "RATIOLOOP_TEST_STEP_DELAY_S"
 
 
 # --------------------------------------------------------------------------------------------- tokenization
-def _response_ids(tok, prompt: list[dict[str, str]], response: str, template: str) -> tuple[list[int], list[int]]:
-    context, full = render_with_response(tok, prompt, response, template)
-    # Encode the prompt and the response separately so the mask boundary is exact (BPE merges never cross it) and the
-    # response tokens are the ones the policy would have produced after this prompt.
-    return encode(tok, context), encode(tok, full[len(context):])
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def tokenize_pair(tok, prompt: list[dict[str, str]], chosen: str, rejected: str, *, template: str = "chat",
                   max_length: int = 1024, max_prompt_length: int = 512) -> dict[str, Any]:
-    """Token ids and labels (prompt = -100) for one pair, truncated like SimPO: when prompt + the longer response
-    exceeds max_length, keep the last max_prompt_length prompt tokens; if still too long, cut the responses' ends."""
-    p_ids, c_ids = _response_ids(tok, prompt, chosen, template)
-    p2, r_ids = _response_ids(tok, prompt, rejected, template)
-    assert p_ids == p2, "the rendered prompt must not depend on the response"
+    """Token ids and labels (prompt = -100) for one pair.
+
+    Each of prompt + chosen and prompt + rejected is rendered and encoded as one text with the one BOS rule and
+    split at the prompt (models.tokenize_turn, the score stage's own split), so the trained ids are the scored ids.
+    The prompt part is the same for both: normally the rendered prompt's own ids. Where joint encoding moves the
+    boundary (a token merges across it) the prompt part is the longest common prefix of the two sides' prompt
+    parts, and every token after it is a response token (a straddling token counts as response, as in scoring);
+    `boundary_moved` says so. Truncation as in SimPO: when prompt + the longer response exceeds max_length, keep
+    the last max_prompt_length prompt tokens (and the BOS); if still too long, cut the responses' ends."""
+    from .models import keep_tail, tokenize_turn
+
+    c_ctx, c_resp, c_exact = tokenize_turn(tok, prompt, chosen, template)
+    r_ctx, r_resp, r_exact = tokenize_turn(tok, prompt, rejected, template)
+    n = _common_prefix(c_ctx, r_ctx)
+    p_ids = c_ctx[:n]
+    c_ids, r_ids = c_ctx[n:] + c_resp, r_ctx[n:] + r_resp
     longest = max(len(c_ids), len(r_ids))
     truncated = False
     if len(p_ids) + longest > max_length:
-        p_ids = p_ids[-max_prompt_length:]
+        p_ids = keep_tail(tok, p_ids, max_prompt_length)
         truncated = True
     budget = max_length - len(p_ids)
     if longest > budget:
         c_ids, r_ids = c_ids[:budget], r_ids[:budget]
         truncated = True
-    out: dict[str, Any] = {"truncated": truncated, "prompt_len": len(p_ids)}
+    out: dict[str, Any] = {"truncated": truncated, "prompt_len": len(p_ids),
+                           "boundary_moved": not (c_exact and r_exact and len(c_ctx) == len(r_ctx) == n)}
     for name, ids in (("chosen", c_ids), ("rejected", r_ids)):
         out[f"{name}_input_ids"] = p_ids + ids
         out[f"{name}_labels"] = [IGNORE] * len(p_ids) + ids

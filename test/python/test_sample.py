@@ -15,10 +15,10 @@ from conftest import SCRIPTS, make_spec, model_spec, run_script
 sys.path.insert(0, str(SCRIPTS))
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.generate import _parse_row, cut_at_stop  # noqa: E402
-from ratioloop_py.models import encode  # noqa: E402
+from ratioloop_py.models import encode, model_ids, tokenizer_adds_bos  # noqa: E402
 from ratioloop_py.sampling import (BadRows, LoadStats, Prompt, cut_ids, dedup_sort, derive_seeds,  # noqa: E402
-                                   ensure_single_bos, load_prompts_hf, merge, plan_batches, rank_slice, render_fit,
-                                   resolve_params, summarize, tokenizer_adds_bos)
+                                   load_prompts_hf, merge, plan_batches, rank_slice, render_fit, resolve_params,
+                                   summarize)
 
 PROMPTS = [
     {"id": "p-03", "messages": [{"role": "user", "content": "What is 12 + 30?"}], "domain": "REASONING"},
@@ -285,12 +285,12 @@ def test_truncation_keeps_framing_left_and_middle(tiny_tok):
     tok = tiny_tok
     words = " ".join(f"w{i}" for i in range(60))
     msgs = [{"role": "user", "content": "HEAD " + words + " TAIL?"}]
-    full = render_fit(tok, msgs, "chat", 10_000, "middle", False)
+    full = render_fit(tok, msgs, "chat", 10_000, "middle")
     assert not full.truncated and full.messages == msgs
     limit = full.n_tokens // 2
     for mode in ("left", "middle"):
-        r = render_fit(tok, msgs, "chat", limit, mode, False)
-        assert r.truncated and r.n_tokens <= limit and r.n_tokens == len(encode(tok, r.text))
+        r = render_fit(tok, msgs, "chat", limit, mode)
+        assert r.truncated and r.n_tokens <= limit and r.n_tokens == len(r.ids) and r.ids == model_ids(tok, r.text)
         assert r.text.startswith("<|im_start|>user\n") and r.text.endswith("<|im_end|>\n<|im_start|>assistant\n")
         content = r.messages[0]["content"]
         assert content.endswith("TAIL?")
@@ -303,22 +303,23 @@ def test_truncation_drops_oldest_turns_first_in_left_mode(tiny_tok):
     old = "The quick brown fox jumps over the lazy dog. " * 6
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": old},
             {"role": "assistant", "content": old}, {"role": "user", "content": "What is 12 + 30?"}]
-    r = render_fit(tok, msgs, "chat", 40, "left", False)
+    r = render_fit(tok, msgs, "chat", 40, "left")
     assert [m["role"] for m in r.messages] == ["system", "user"]
     assert r.messages[-1]["content"] == "What is 12 + 30?" and r.n_tokens <= 40
     with pytest.raises(ValueError, match="framing"):
         render_fit(tok, [{"role": "system", "content": old * 3}, {"role": "user", "content": "hi"}], "chat", 40,
-                   "middle", False)
+                   "middle")
 
 
 def test_single_bos(tiny_tok):
+    """models.model_ids, the BOS rule every stage uses (cross-stage parity: test_bos.py)."""
     from tokenizers.processors import TemplateProcessing
 
     tok = tiny_tok
     bos = tok.bos_token
     rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    ids = encode(tok, ensure_single_bos(tok, rendered, tokenizer_adds_bos(tok)))
-    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+    assert not tokenizer_adds_bos(tok)  # ChatML whose BOS is <|im_start|>: the template's tokens as they are
+    assert model_ids(tok, rendered) == encode(tok, rendered)
 
     # A Llama-3-like setup: the tokenizer adds a BOS to plain text AND the template writes one.
     import copy
@@ -328,14 +329,14 @@ def test_single_bos(tiny_tok):
     assert tokenizer_adds_bos(llama3)
     text = bos + "hello"
     assert llama3(text)["input_ids"][:2] == [tok.bos_token_id] * 2  # the trap, with default encoding
-    ids = encode(llama3, ensure_single_bos(llama3, text, True))
+    ids = model_ids(llama3, text)
     assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
-    # A plain rendering ("none") gets the BOS the tokenizer would have added, once.
-    ids = encode(llama3, ensure_single_bos(llama3, "User: hi\n\nAssistant:", True))
-    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+    # A plain rendering ("none") gets the BOS the tokenizer would have added, once, as the tokenizer adds it.
+    plain = "User: hi\n\nAssistant:"
+    assert model_ids(llama3, plain) == llama3(plain)["input_ids"] == [tok.bos_token_id] + encode(llama3, plain)
     # A template that writes a BOS in front of ChatML's own is rejected.
     with pytest.raises(BadInput, match="two BOS"):
-        ensure_single_bos(tok, bos + rendered, False)
+        model_ids(tok, bos + rendered)
 
 
 # --- units ----------------------------------------------------------------------------------------------

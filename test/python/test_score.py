@@ -197,7 +197,7 @@ def test_shared_prefix_across_prompts_equals_full_pass(models):
 
         odd = LogpScorer(sm, batch_size=4)
         real = scoring_mod._layers_kv
-        scoring_mod._layers_kv = lambda cache: (_ for _ in ()).throw(scoring_mod.NoKvReuse("test"))
+        scoring_mod._layers_kv = lambda cache, *shape: (_ for _ in ()).throw(scoring_mod.NoKvReuse("cache", "test"))
         try:
             fallback = odd.score_prompts(groups)
         finally:

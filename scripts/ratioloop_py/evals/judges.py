@@ -228,11 +228,11 @@ class LocalJudge(Judge):
         return render_prompt(self.tok, req.messages, self.template) + req.cue
 
     def candidate_ids(self, ctx_text: str, ctx_ids: list[int], choices: list[str], close: str) -> list[list[int]]:
-        from ..models import encode
+        from ..models import encode, model_ids
 
         out = []
         for c in choices:
-            full = encode(self.tok, ctx_text + c + close)
+            full = model_ids(self.tok, ctx_text + c + close)  # the one BOS rule, as ctx_ids
             # Tokenize in context when the boundary is stable, else on its own.
             cont = full[len(ctx_ids):] if full[:len(ctx_ids)] == ctx_ids else encode(self.tok, c + close)
             out.append(cont or encode(self.tok, c))
@@ -241,10 +241,10 @@ class LocalJudge(Judge):
     def choice_logprobs(self, req: JudgeRequest) -> list[float]:
         import torch
 
-        from ..models import encode
+        from ..models import model_ids
 
         ctx_text = self.context_text(req)
-        ctx_ids = encode(self.tok, ctx_text)
+        ctx_ids = model_ids(self.tok, ctx_text)  # the one BOS rule (models.model_ids), as every stage
         conts = self.candidate_ids(ctx_text, ctx_ids, req.choices, req.close)
         dev = self.model.device
         with torch.inference_mode():
