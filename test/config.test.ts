@@ -81,6 +81,25 @@ describe('config validation', () => {
     }
   });
 
+  it('evaluate: official limits by default; per-benchmark prompts and judges resolve against the config folder', () => {
+    const c = good() as Raw;
+    c.evaluate = {
+      arena_hard: { prompts: 'prompts/judge_config.yaml', judge: { path: 'judges/big' } },
+      alpaca_eval: { prompts: 'official' },
+      mt_bench: { judge: { endpoint: { base_url: 'https://api.example.com/v1', model: 'gpt-4', api_key_env: 'K' } } },
+    };
+    const { config, issues } = validateConfig(c);
+    expect(issues).toEqual([]);
+    expect(config!.evaluate.max_new_tokens).toBeNull();
+    const ev = resolvePlan(config!, { configPath: '/cfg/run.yaml', runId: 'x2' }).stagePlans.evaluate.params as Record<string, Record<string, unknown>>;
+    expect(ev.arena_hard!.prompts).toBe(path.resolve('/cfg', 'prompts/judge_config.yaml'));
+    expect(ev.arena_hard!.judge).toMatchObject({ path: path.resolve('/cfg', 'judges/big') });
+    expect(ev.alpaca_eval!.prompts).toBe('official');
+    expect(ev.mt_bench!.prompts).toBe('ratioloop');
+    expect((ev.mt_bench!.judge as { endpoint: { model: string } }).endpoint.model).toBe('gpt-4');
+    expect(problems((r) => (r.evaluate = { max_new_tokens: { arena_hard: 0 } }))[0]).toMatch(/^evaluate\.max_new_tokens/);
+  });
+
   it('exports a JSON Schema that rejects unknown keys', () => {
     const schema = configJsonSchema() as { properties: Record<string, unknown>; additionalProperties?: unknown };
     expect(Object.keys(schema.properties)).toEqual(expect.arrayContaining(['models', 'sample', 'score', 'pairs', 'train', 'evaluate']));

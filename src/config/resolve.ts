@@ -25,18 +25,35 @@ function resolveModel<M extends ModelConfig>(m: M, base: string): M {
 
 /** A config path value: null and "official" pass through; anything else becomes absolute against the config folder. */
 const filePath = (v: string | null, base: string): string | null => (v === null || v === 'official' ? v : path.resolve(base, v));
+/** A judge prompts value: ratioloop and official pass through; a path becomes absolute. */
+const promptsPath = (v: string, base: string): string => (v === 'ratioloop' ? v : (filePath(v, base) as string));
+const benchJudge = (m: ModelConfig | null, base: string): ModelConfig | null => (m ? resolveModel(m, base) : null);
 
 function resolveEvalPaths(e: RunConfig['evaluate'], base: string) {
   return {
     cache_dir: filePath(e.cache_dir, base),
-    arena_hard: { ...e.arena_hard, questions: filePath(e.arena_hard.questions, base), baseline_answers: filePath(e.arena_hard.baseline_answers, base) },
+    arena_hard: {
+      ...e.arena_hard,
+      questions: filePath(e.arena_hard.questions, base),
+      baseline_answers: filePath(e.arena_hard.baseline_answers, base),
+      prompts: promptsPath(e.arena_hard.prompts, base),
+      judge: benchJudge(e.arena_hard.judge, base),
+    },
     alpaca_eval: {
       ...e.alpaca_eval,
       instructions: filePath(e.alpaca_eval.instructions, base),
       reference_outputs: filePath(e.alpaca_eval.reference_outputs, base),
       instruction_difficulty: filePath(e.alpaca_eval.instruction_difficulty, base),
+      prompts: promptsPath(e.alpaca_eval.prompts, base),
+      judge: benchJudge(e.alpaca_eval.judge, base),
     },
-    mt_bench: { ...e.mt_bench, questions: filePath(e.mt_bench.questions, base), reference_answers: filePath(e.mt_bench.reference_answers, base) },
+    mt_bench: {
+      ...e.mt_bench,
+      questions: filePath(e.mt_bench.questions, base),
+      reference_answers: filePath(e.mt_bench.reference_answers, base),
+      prompts: promptsPath(e.mt_bench.prompts, base),
+      judge: benchJudge(e.mt_bench.judge, base),
+    },
     judge: { ...e.judge, cache_path: filePath(e.judge.cache_path, base) },
   };
 }

@@ -140,13 +140,16 @@ const BENCHMARKS = ['arena_hard', 'alpaca_eval', 'mt_bench'] as const;
 const benchLimit = z.union([z.int().positive(), z.null(), z.partialRecord(z.enum(BENCHMARKS), z.int().positive())]);
 const answersSource = z.string().min(1).nullable().default(null).describe('a path, "official" (downloaded, pinned by revision and sha256), or null (the data folder\'s file / the baseline policy\'s answers)');
 
+const judgePrompts = z.string().min(1).default('ratioloop').describe('judge prompts: ratioloop (this project\'s own wording, offline), official (the official file downloaded at a pinned commit, sha256-checked, cached), or a path to a file in the official layout (offline)');
+const benchJudge = ModelSchema.nullable().default(null).describe('this benchmark\'s own judge (a model spec or {endpoint}); null = models.judge. The official MT-Bench judge is gpt-4, ArenaHard\'s and AlpacaEval\'s gpt-4-1106-preview');
+
 export const EvaluateSchema = z.strictObject({
   enabled: z.boolean().default(true),
   benchmarks: z.array(z.enum(BENCHMARKS)).min(1).default([...BENCHMARKS]),
   data: z.string().min(1).nullable().default(null).describe('folder with the eval sets (layout of configs/eval); null = the built-in mini sets'),
   baseline: z.enum(['base_policy', 'official']).default('base_policy').describe('base_policy: answers of the iteration-0 policy are the ArenaHard baseline / AlpacaEval reference; official: answer files (see arena_hard.baseline_answers, alpaca_eval.reference_outputs)'),
   limit: benchLimit.default(null).describe('questions per benchmark: one number for all, or {benchmark: number}'),
-  max_new_tokens: z.int().positive().default(256),
+  max_new_tokens: benchLimit.default(null).describe('answer limit in new tokens per turn: one number for all, or {benchmark: number}; null (or a benchmark left out) = the official limit: ArenaHard 4096, MT-Bench 1024, AlpacaEval the model\'s own length limit; a lower limit makes the result not leaderboard-comparable'),
   batch_size: z.int().positive().default(8),
   backend,
   top_p: prob.gt(0).default(1.0),
@@ -160,6 +163,8 @@ export const EvaluateSchema = z.strictObject({
       baseline_answers: answersSource,
       bradley_terry: z.boolean().default(false),
       verdict_parser: z.enum(['v0.1', 'latest']).default('v0.1'),
+      prompts: judgePrompts,
+      judge: benchJudge,
     })
     .prefault({}),
   alpaca_eval: z
@@ -168,12 +173,16 @@ export const EvaluateSchema = z.strictObject({
       reference_outputs: answersSource,
       instruction_difficulty: z.string().min(1).nullable().default(null).describe('instruction_difficulty.csv (HF Hub, tatsu-lab/alpaca_eval) for the official LC fit'),
       judge_temperature: z.number().min(0).max(2).default(1.0),
+      prompts: judgePrompts,
+      judge: benchJudge,
     })
     .prefault({}),
   mt_bench: z
     .strictObject({
       questions: z.string().min(1).nullable().default(null),
-      reference_answers: answersSource,
+      reference_answers: z.string().min(1).nullable().default(null).describe('FastChat reference answers (a path or "official"); null = the official GPT-4 references when the questions are the official ones, else the data folder\'s reference_answer.jsonl, else the questions\' own reference fields; a math/reasoning/coding question without one is an error'),
+      prompts: judgePrompts,
+      judge: benchJudge,
     })
     .prefault({}),
   judge: z
