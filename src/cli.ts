@@ -1,5 +1,6 @@
 // The ratioloop command line. Exit codes: 0 ok, 1 run failed or unexpected error, 2 usage or config error,
 // 3 run cancelled, 130 interrupted.
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, WorkflowFailedError } from '@temporalio/client';
 import { ConfigError, formatIssue, loadConfig } from './config/load';
@@ -15,6 +16,8 @@ import { listRuns, newRunId, readRun, runDirOf, RunIdError, validateRunId } from
 import { connectClient, prepareNamespace, settingsFromEnv } from './temporal';
 import { QUEUE_ROLES, startWorkers, type QueueRole, type WorkerSet } from './worker';
 import { runRewardEval } from './client/rewardEval';
+import { stateDir } from './paths';
+import { writeWorkflowBundle } from './workflowBundle';
 
 const USAGE = `ratioloop — on-policy preference tuning with the guided density-ratio reward
 
@@ -25,14 +28,19 @@ Usage:
   ratioloop list [--runs-dir DIR] [--json]
   ratioloop cancel RUN_ID
   ratioloop compare RUN_ID... [--runs-dir DIR] [--json] [--html FILE]
-  ratioloop worker [--queues control,cpu,gpu] [--config CONFIG]
+  ratioloop worker [--queues control,cpu,gpu] [--config CONFIG] [--bundle FILE]
+  ratioloop bundle [--out FILE]
   ratioloop server [--port P] [--ui-port P]
   ratioloop validate CONFIG
   ratioloop schema
   ratioloop reward-eval --config CONFIG --pairs FILE [--limit N] [--json]
 
 Temporal: without TEMPORAL_ADDRESS an embedded dev server (SQLite under .ratioloop/) is used; set TEMPORAL_ADDRESS,
-TEMPORAL_NAMESPACE and TEMPORAL_TLS_CERT/KEY/CA or TEMPORAL_API_KEY to use any Temporal cluster or Temporal Cloud.`;
+TEMPORAL_NAMESPACE and TEMPORAL_TLS_CERT/KEY/CA or TEMPORAL_API_KEY to use any Temporal cluster or Temporal Cloud.
+
+Upgrades: \`ratioloop bundle\` builds the workflow code once (build id = its sha256); start control workers with
+--bundle FILE (or RATIOLOOP_WORKFLOW_BUNDLE) so every machine runs the same code. Running runs pick up new workflow
+code at their next iteration boundary (docs/architecture.md, Versioning).`;
 
 const EXIT = { ok: 0, failed: 1, usage: 2, cancelled: 3, interrupted: 130 } as const;
 
@@ -47,7 +55,8 @@ async function withTemporal<T>(fn: (client: Client, target: TemporalTarget) => P
   const target = await resolveTemporal(await settingsFromEnv(), log);
   const connection = await connectClient(target.settings);
   try {
-    if (!target.owned) await prepareNamespace(connection, target.settings.namespace, log);
+    // A server this process started was prepared at start; retention is changed only on the embedded server.
+    target.searchAttributes = target.owned ? true : await prepareNamespace(connection, target.settings.namespace, { retention: target.embedded, log });
     return await fn(new Client({ connection, namespace: target.settings.namespace }), target);
   } finally {
     await connection.close();
@@ -89,6 +98,12 @@ async function follow(client: Client, started: StartedRun, runsDir: string): Pro
   return code;
 }
 
+/** The schema's maximum for `iterations`, so --iterations cannot bypass it. */
+function iterationMaximum(): number {
+  const prop = (configJsonSchema() as { properties?: { iterations?: { maximum?: number } } }).properties?.iterations;
+  return prop?.maximum ?? Number.MAX_SAFE_INTEGER;
+}
+
 interface RunFlags {
   detach?: boolean;
   'no-worker'?: boolean;
@@ -101,7 +116,10 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
   const detach = Boolean(values.detach);
   const noWorker = Boolean(values['no-worker']) || detach;
   const iterations = values.iterations !== undefined ? Number(values.iterations) : undefined;
-  if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) throw new UsageError('--iterations must be a positive integer');
+  const maxIterations = iterationMaximum();
+  if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1 || iterations > maxIterations)) {
+    throw new UsageError(`--iterations must be an integer from 1 to ${maxIterations} (the config schema's maximum for iterations)`);
+  }
   let config: RunConfig | undefined;
   let runsDir = values['runs-dir'] ?? 'runs';
   let runId: string;
@@ -133,11 +151,12 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
       })();
     };
     process.once('SIGINT', onSigint);
+    const attrs = target.searchAttributes === undefined ? {} : { searchAttributes: target.searchAttributes };
     try {
       const started =
         kind === 'run' && config
-          ? await startRun(client, config, { configPath: positionals[0]!, runId, ...(iterations ? { iterations } : {}) })
-          : await resumeRun(client, runsDir, runId, iterations);
+          ? await startRun(client, config, { configPath: positionals[0]!, runId, ...(iterations ? { iterations } : {}), ...attrs })
+          : await resumeRun(client, runsDir, runId, iterations, attrs);
       process.stdout.write(`${kind === 'run' ? 'started' : 'resumed'} run ${started.runId} (${started.plan.iterations} iteration${started.plan.iterations > 1 ? 's' : ''}) → ${started.runDir}\n`);
       if (detach) return EXIT.ok;
       return await follow(client, started, runsDir);
@@ -167,6 +186,8 @@ async function main(argv: string[]): Promise<number> {
       limit: { type: 'string' },
       port: { type: 'string' },
       'ui-port': { type: 'string' },
+      bundle: { type: 'string' },
+      out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -237,8 +258,8 @@ async function main(argv: string[]): Promise<number> {
       const config = values.config ? await loadConfig(String(values.config)) : undefined;
       const target = await resolveTemporal(await settingsFromEnv(), log);
       if (target.owned) log.warn('no Temporal server was running: started an embedded one for this worker');
-      const ws = await startWorkers({ settings: target.settings, roles: roles as QueueRole[], ...(config ? { queues: config.taskQueues } : {}) });
-      log.info({ address: target.settings.address, roles }, 'worker running (Ctrl-C to stop)');
+      const ws = await startWorkers({ settings: target.settings, roles: roles as QueueRole[], ...(config ? { queues: config.taskQueues } : {}), ...(values.bundle ? { bundleFile: String(values.bundle) } : {}) });
+      log.info({ address: target.settings.address, roles, ...(ws.buildId ? { buildId: ws.buildId } : {}) }, 'worker running (Ctrl-C to stop)');
       const stop = (): void => void ws.shutdown();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
@@ -254,6 +275,12 @@ async function main(argv: string[]): Promise<number> {
       process.once('SIGTERM', stop);
       await srv.exited;
       await srv.stop(); // idempotent: waits for the clean-up (server.json) a signal started
+      return EXIT.ok;
+    }
+    case 'bundle': {
+      const out = String(values.out ?? path.join(stateDir, 'workflow-bundle.js'));
+      const b = await writeWorkflowBundle(out);
+      process.stdout.write(`${out}\nbuild id ${b.buildId}\n`);
       return EXIT.ok;
     }
     case 'reward-eval': {

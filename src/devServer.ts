@@ -136,7 +136,7 @@ async function startDevServerOnce(opts: StartOptions): Promise<DevServer> {
   }
   const conn = await Connection.connect({ address });
   try {
-    await prepareNamespace(conn, 'default', opts.log);
+    await prepareNamespace(conn, 'default', { retention: true, ...(opts.log ? { log: opts.log } : {}) });
   } finally {
     await conn.close();
   }
@@ -180,15 +180,19 @@ export async function findRunningServer(dir = stateDir): Promise<DevServerInfo |
 
 export interface TemporalTarget {
   settings: TemporalSettings;
+  /** The embedded dev server (ours to configure), not a cluster from TEMPORAL_ADDRESS. */
+  embedded: boolean;
   /** Present when this process started the server and must stop it. */
   owned?: DevServer;
+  /** Whether runs may use ratioloop's search attributes here (set once the namespace is prepared; undefined: unknown). */
+  searchAttributes?: boolean;
 }
 
 /** TEMPORAL_ADDRESS if set; else a running embedded server; else start one (owned by the caller). */
 export async function resolveTemporal(env: TemporalSettings | undefined, log?: Logger, opts: StartOptions = {}): Promise<TemporalTarget> {
-  if (env) return { settings: env };
+  if (env) return { settings: env, embedded: false };
   const running = await findRunningServer(opts.dir);
-  if (running) return { settings: { address: running.address, namespace: 'default' } };
+  if (running) return { settings: { address: running.address, namespace: 'default' }, embedded: true };
   const owned = await startDevServer({ ...opts, ...(log ? { log } : {}) });
-  return { settings: { address: owned.address, namespace: 'default' }, owned };
+  return { settings: { address: owned.address, namespace: 'default' }, embedded: true, owned };
 }

@@ -45,28 +45,78 @@ export function workerConnectionOptions(s: TemporalSettings): NativeConnectionOp
 
 const RETENTION_SECONDS = 30 * 24 * 3600;
 
-/** Idempotent server preparation: search attributes registered, retention ≥ 30 days (the dev server keeps 1 day). */
-export async function prepareNamespace(conn: Connection, namespace: string, log?: Logger): Promise<void> {
+/** The part of a client connection prepareNamespace uses (an interface, so tests can play a restricted cluster). */
+export type NamespaceServices = Pick<Connection, 'operatorService' | 'workflowService'>;
+
+export interface PrepareOptions {
+  /** Raise retention to 30 days: only on the embedded dev server (which keeps 1 day); never on someone's cluster. */
+  retention?: boolean;
+  log?: Logger;
+}
+
+/** Search attributes of ratioloop the namespace lacks; undefined when the cluster does not let us list them. */
+async function missingAttributes(conn: NamespaceServices, namespace: string): Promise<string[] | undefined> {
   try {
     const existing = await conn.operatorService.listSearchAttributes({ namespace });
     const have = new Set(Object.keys(existing.customAttributes ?? {}));
-    const missing = SEARCH_ATTRIBUTES.filter((a) => !have.has(a.name));
-    if (missing.length > 0) {
+    return SEARCH_ATTRIBUTES.filter((a) => !have.has(a.name)).map((a) => a.name);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Idempotent server preparation. Registers ratioloop's search attributes where allowed and says whether runs may use
+ * them: false (with one warning) where they are missing and cannot be added, so workflows never upsert unregistered
+ * attributes (that fails every workflow task); undefined where it cannot be known (start falls back on rejection).
+ */
+export async function prepareNamespace(conn: NamespaceServices, namespace: string, opts: PrepareOptions = {}): Promise<boolean | undefined> {
+  const { log } = opts;
+  let missing = await missingAttributes(conn, namespace);
+  if (missing && missing.length > 0) {
+    try {
       const types = { KEYWORD: 2, INT: 3 } as const; // temporal.api.enums.v1.IndexedValueType
-      await conn.operatorService.addSearchAttributes({ namespace, searchAttributes: Object.fromEntries(missing.map((a) => [a.name, types[a.type]])) });
+      const add = SEARCH_ATTRIBUTES.filter((a) => missing!.includes(a.name));
+      await conn.operatorService.addSearchAttributes({ namespace, searchAttributes: Object.fromEntries(add.map((a) => [a.name, types[a.type]])) });
+    } catch (e) {
+      if (!/already exists/i.test((e as Error).message)) log?.debug({ err: (e as Error).message }, 'could not add search attributes');
     }
-  } catch (e) {
-    if (!/already exists/i.test((e as Error).message)) log?.warn({ err: (e as Error).message }, 'could not register search attributes (runs still work; listing by attribute will not)');
+    missing = await missingAttributes(conn, namespace);
   }
-  try {
-    const ns = await conn.workflowService.describeNamespace({ namespace });
-    const current = Number(ns.config?.workflowExecutionRetentionTtl?.seconds ?? 0);
-    if (current < RETENTION_SECONDS) {
-      await conn.workflowService.updateNamespace({ namespace, config: { workflowExecutionRetentionTtl: { seconds: Long.fromNumber(RETENTION_SECONDS) } } });
+  let usable: boolean | undefined = missing === undefined ? undefined : missing.length === 0;
+  if (missing && missing.length > 0) {
+    usable = false;
+    warnNoAttributes(log, namespace, missing);
+  }
+  if (opts.retention) {
+    try {
+      const ns = await conn.workflowService.describeNamespace({ namespace });
+      const current = Number(ns.config?.workflowExecutionRetentionTtl?.seconds ?? 0);
+      if (current < RETENTION_SECONDS) {
+        await conn.workflowService.updateNamespace({ namespace, config: { workflowExecutionRetentionTtl: { seconds: Long.fromNumber(RETENTION_SECONDS) } } });
+      }
+    } catch (e) {
+      log?.warn({ err: (e as Error).message }, 'could not raise namespace retention (closed runs may vanish from Temporal; run.json keeps the record)');
     }
-  } catch (e) {
-    log?.warn({ err: (e as Error).message }, 'could not raise namespace retention (closed runs may vanish from Temporal; run.json keeps the record)');
   }
+  return usable;
+}
+
+export function warnNoAttributes(log: Logger | undefined, namespace: string, missing: readonly string[]): void {
+  const types = Object.fromEntries(SEARCH_ATTRIBUTES.map((a) => [a.name, a.type === 'KEYWORD' ? 'Keyword' : 'Int']));
+  const how = missing.map((n) => `temporal operator search-attribute create --namespace ${namespace} --name ${n} --type ${types[n] ?? 'Keyword'}`).join('; ');
+  log?.warn(
+    `search attributes ${missing.join(', ')} are not registered on namespace ${namespace} and could not be added: runs work without them (status, list and resume use run.json), but cannot be found by attribute in Temporal. To add them, an admin runs: ${how}`,
+  );
+}
+
+/** Is this start rejected because a search attribute is not registered? (The server's words are in the cause.) */
+export function isUnregisteredAttributeError(e: unknown): boolean {
+  for (let x: unknown = e, depth = 0; x && depth < 5; x = (x as { cause?: unknown }).cause, depth++) {
+    const msg = x instanceof Error ? x.message : typeof x === 'string' ? x : '';
+    if (/no mapping defined for search attribute|search attribute .* (is not defined|not found)/i.test(msg)) return true;
+  }
+  return false;
 }
 
 export async function connectClient(s: TemporalSettings): Promise<Connection> {

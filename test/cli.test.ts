@@ -1,10 +1,11 @@
 // The CLI as a user runs it: exit codes and messages.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { projectRoot } from '../src/paths';
+import { buildIdOf, loadWorkflowBundle } from '../src/workflowBundle';
 
 const cli = (...args: string[]) => execa('node', [path.join(projectRoot, 'bin/ratioloop.js'), ...args], { cwd: projectRoot, reject: false, env: { TEMPORAL_ADDRESS: '' } });
 
@@ -42,6 +43,22 @@ describe('ratioloop CLI', () => {
     expect(out.reward).toBe('sum');
     expect(out.overall.n).toBe(2);
     expect(Object.keys(out.by_subset).sort()).toEqual(['chat', 'math']);
+  });
+  it('--iterations cannot exceed the schema maximum (exit 2, before any server is contacted)', async () => {
+    const r = await cli('run', 'configs/tiny.yaml', '--iterations', '101');
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('--iterations must be an integer from 1 to 100');
+    const resume = await cli('resume', 'some-run', '--iterations', '0');
+    expect(resume.exitCode).toBe(2);
+  });
+  it('bundle writes the workflow bundle and prints its build id (the sha256 of the file)', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-bundle-'));
+    const out = path.join(dir, 'wf.js');
+    const r = await cli('bundle', '--out', out);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const code = await readFile(out, 'utf8');
+    expect(r.stdout).toContain(`build id ${buildIdOf(code)}`);
+    expect((await loadWorkflowBundle(out)).buildId).toBe(buildIdOf(code));
   });
   it('unknown command: usage, exit 2', async () => {
     const r = await cli('frobnicate');

@@ -6,7 +6,13 @@ import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { progressQuery } from '../workflows/messages';
 import type { RunPlan } from '../workflows/types';
 import type { alignmentRun } from '../workflows/alignmentRun';
-import { client, fixturePlan, fixtureWorkers, runRecord, tmpDir } from './helpers';
+import { client, fixturePlan, fixtureScripts, fixtureWorkers, runRecord, settings, tmpDir } from './helpers';
+import Long from 'long';
+import type { Logger } from 'pino';
+import { Client as TemporalClient } from '@temporalio/client';
+import { resumeRun } from '../src/client/runs';
+import { prepareNamespace, type NamespaceServices } from '../src/temporal';
+import { startWorkers } from '../src/worker';
 
 let c: Client;
 let close: () => Promise<void>;
@@ -134,6 +140,67 @@ describe('alignmentRun', () => {
       const rec = await runRecord(plan);
       expect(rec.status).toBe('cancelled');
       expect(rec.stages.find((s) => s.stage === 'sample')?.status).toBe('cancelled');
+    } finally {
+      await workers.shutdown();
+    }
+  });
+});
+
+describe('clusters without privileges', () => {
+  const recorder = () => {
+    const warnings: string[] = [];
+    const log = { warn: (...a: unknown[]) => warnings.push(a.map(String).join(' ')), debug: () => undefined } as unknown as Logger;
+    return { warnings, log };
+  };
+
+  it('prepareNamespace: attributes that cannot be added → false with one warning; retention untouched off the embedded server', async () => {
+    const updates: unknown[] = [];
+    const restricted = (listable: boolean) =>
+      ({
+        operatorService: {
+          listSearchAttributes: () => (listable ? Promise.resolve({ customAttributes: { Other: 2 } }) : Promise.reject(new Error('7 PERMISSION_DENIED: Request unauthorized.'))),
+          addSearchAttributes: () => Promise.reject(new Error('7 PERMISSION_DENIED: Request unauthorized.')),
+        },
+        workflowService: {
+          describeNamespace: () => Promise.resolve({ config: { workflowExecutionRetentionTtl: { seconds: Long.fromNumber(86400) } } }),
+          updateNamespace: (r: unknown) => Promise.resolve(void updates.push(r)),
+        },
+      }) as unknown as NamespaceServices;
+    const a = recorder();
+    expect(await prepareNamespace(restricted(true), 'team-ns', { log: a.log })).toBe(false);
+    expect(a.warnings).toHaveLength(1);
+    expect(a.warnings[0]).toContain('RatioloopRunId, RatioloopIteration, RatioloopStage are not registered on namespace team-ns');
+    expect(a.warnings[0]).toContain('temporal operator search-attribute create --namespace team-ns --name RatioloopIteration --type Int');
+    expect(updates).toEqual([]);
+    // Not even listable (no operator API): unknown, and nothing said yet (start falls back if rejected).
+    const b = recorder();
+    expect(await prepareNamespace(restricted(false), 'team-ns', { log: b.log })).toBeUndefined();
+    expect(b.warnings).toEqual([]);
+    // The embedded server: retention raised.
+    expect(await prepareNamespace(restricted(true), 'default', { retention: true, log: b.log })).toBe(false);
+    expect(updates).toHaveLength(1);
+  });
+
+  it('a run on a namespace without the attributes: start falls back once, the workflow never upserts, 2 iterations complete', async () => {
+    const ns = `noattrs-${Math.random().toString(16).slice(2, 10)}`;
+    await c.connection.workflowService.registerNamespace({ namespace: ns, workflowExecutionRetentionPeriod: { seconds: Long.fromNumber(86400) } });
+    const nsClient = new TemporalClient({ connection: c.connection, namespace: ns });
+    for (let i = 0; i < 100; i++) {
+      const ok = await c.connection.workflowService.describeNamespace({ namespace: ns }).then(() => true, () => false);
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'no-attrs');
+    const workers = await startWorkers({ settings: { ...settings(), namespace: ns }, roles: ['control', 'cpu', 'gpu'], queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } });
+    try {
+      // resumeRun starts from the recorded plan; searchAttributes unknown → tried, rejected, started without.
+      await resumeRun(nsClient, path.dirname(plan.runDir), plan.runId);
+      const desc = await nsClient.workflow.getHandle(plan.runId).describe();
+      expect(desc.typedSearchAttributes.get({ name: 'RatioloopRunId', type: 'KEYWORD' })).toBeUndefined();
+      const result = await nsClient.workflow.getHandle(plan.runId).result();
+      expect(result.status).toBe('completed');
+      expect((await runRecord(plan)).executions).toHaveLength(2);
     } finally {
       await workers.shutdown();
     }

@@ -7,6 +7,8 @@ import type { RunPlan, StageHeartbeat } from '../../workflows/types';
 import { projectRoot } from '../paths';
 import { readRun, runDirOf, writeJsonAtomic, type RunRecord } from '../runStore';
 import { configHash, resolvePlan } from '../config/resolve';
+import { log } from '../log';
+import { isUnregisteredAttributeError, warnNoAttributes } from '../temporal';
 import type { RunConfig } from '../config/schema';
 
 export class UserError extends Error {}
@@ -32,21 +34,38 @@ export interface StartedRun {
   plan: RunPlan;
 }
 
-async function startWorkflow(client: Client, plan: RunPlan): Promise<void> {
-  try {
-    await client.workflow.start('alignmentRun', {
+/**
+ * Start the workflow. searchAttributes: true/false when known (src/temporal.ts prepareNamespace), undefined when the
+ * cluster would not say: then try with them and, if the start is rejected for an unregistered attribute, run without.
+ */
+async function startWorkflow(client: Client, plan: RunPlan, searchAttributes: boolean | undefined): Promise<void> {
+  const start = (withAttributes: boolean) =>
+    client.workflow.start('alignmentRun', {
       workflowId: plan.runId,
       taskQueue: plan.queues.control,
-      args: [plan],
-      typedSearchAttributes: [{ key: RUN_ID_ATTR, value: plan.runId }],
+      args: withAttributes ? [plan] : [plan, { searchAttributes: false }],
+      ...(withAttributes ? { typedSearchAttributes: [{ key: RUN_ID_ATTR, value: plan.runId }] } : {}),
     });
+  try {
+    try {
+      await start(searchAttributes !== false);
+    } catch (e) {
+      if (searchAttributes !== undefined || !isUnregisteredAttributeError(e)) throw e;
+      warnNoAttributes(log, client.options.namespace, [RUN_ID_ATTR.name]);
+      await start(false);
+    }
   } catch (e) {
     if (e instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`run ${plan.runId} is already running`);
     throw e;
   }
 }
 
-export async function startRun(client: Client, config: RunConfig, opts: { configPath: string; runId: string; iterations?: number }): Promise<StartedRun> {
+export interface StartOptions {
+  /** Whether the namespace has ratioloop's search attributes (undefined: unknown). */
+  searchAttributes?: boolean;
+}
+
+export async function startRun(client: Client, config: RunConfig, opts: { configPath: string; runId: string; iterations?: number } & StartOptions): Promise<StartedRun> {
   const plan = resolvePlan(config, opts);
   let exists = false;
   try {
@@ -71,12 +90,12 @@ export async function startRun(client: Client, config: RunConfig, opts: { config
     stages: [],
   };
   await writeJsonAtomic(path.join(plan.runDir, 'run.json'), record);
-  await startWorkflow(client, plan);
+  await startWorkflow(client, plan, opts.searchAttributes);
   return { runId: plan.runId, runDir: plan.runDir, plan };
 }
 
 /** Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. */
-export async function resumeRun(client: Client, runsDir: string, runId: string, iterations?: number): Promise<StartedRun> {
+export async function resumeRun(client: Client, runsDir: string, runId: string, iterations?: number, opts: StartOptions = {}): Promise<StartedRun> {
   const runDir = runDirOf(runsDir, runId);
   const rec = await readRun(runDir).catch(() => {
     throw new UserError(`no run ${runId} in ${path.resolve(runsDir)} (use --runs-dir if it lives elsewhere)`);
@@ -89,7 +108,7 @@ export async function resumeRun(client: Client, runsDir: string, runId: string, 
     if (!(e instanceof WorkflowNotFoundError)) throw e;
   }
   const plan: RunPlan = { ...rec.plan, ...(iterations ? { iterations } : {}) };
-  await startWorkflow(client, plan);
+  await startWorkflow(client, plan, opts.searchAttributes);
   return { runId, runDir, plan };
 }
 
