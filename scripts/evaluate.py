@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "top_p": 1.0, "bootstrap_rounds": 100, "bootstrap_seed": 42, "model_name": None, "cache_dir": None,
     "arena_hard": {"questions": None, "baseline_answers": None, "bradley_terry": False, "verdict_parser": "v0.1",
                    "prompts": "ratioloop", "judge": None},
-    "alpaca_eval": {"instructions": None, "reference_outputs": None, "instruction_difficulty": None,
+    "alpaca_eval": {"instructions": None, "reference_outputs": None, "instruction_difficulty": None, "gamed": None,
                     "judge_temperature": 1.0, "prompts": "ratioloop", "judge": None},
     "mt_bench": {"questions": None, "reference_answers": None, "prompts": "ratioloop", "judge": None},
     "judge": {"max_tokens": None, "concurrency": 4, "max_retries": 5, "backoff_s": 1.0, "timeout_s": 120.0,
@@ -195,17 +195,22 @@ class Evaluation:
                     raise BadInput("params.alpaca_eval.reference_outputs: none given and no baseline model")
             if limit_of(p, "alpaca_eval") is not None:
                 items = items[:limit_of(p, "alpaca_eval")]
-            diff = None
+            diff = gamed = None
+            goff = False
             if a["instruction_difficulty"]:
-                dpath = Path(a["instruction_difficulty"])
-                if not dpath.exists():
-                    raise BadInput(f"params.alpaca_eval.instruction_difficulty: {dpath} does not exist")
+                dpath, _ = data.resolve(a["instruction_difficulty"], "alpaca_eval.instruction_difficulty",
+                                        self.cache_dir, None)
                 diff = data.load_instruction_difficulty(dpath)[:len(items)]
                 if len(diff) != len(items):
                     raise BadInput("params.alpaca_eval.instruction_difficulty: fewer rows than instructions")
+            if a["gamed"]:  # df_gamed.csv: the leaderboard's LC GLM (length_controlled_v1) needs it
+                gpath, goff = data.resolve(a["gamed"], "alpaca_eval.df_gamed", self.cache_dir, None,
+                                        param="alpaca_eval.gamed")
+                gamed = data.load_df_gamed(gpath)
+                alpaca_eval.difficulty_by_label(gamed, len(items))  # fails now, not after judging
             sets["alpaca_eval"] = {"items": items, "i_ref": _data_ref(ipath, ioff), "r_ref": _data_ref(rpath, roff),
-                                   "difficulty": diff, "full": full == data.OFFICIAL_ALPACA_INSTRUCTIONS
-                                   and len(items) == full}
+                                   "difficulty": diff, "gamed": gamed, "gamed_official": goff,
+                                   "full": full == data.OFFICIAL_ALPACA_INSTRUCTIONS and len(items) == full}
         if "mt_bench" in p["benchmarks"]:
             a = p["mt_bench"]
             qpath, qoff = data.resolve(a["questions"], "mt_bench.questions", self.cache_dir,
@@ -432,7 +437,8 @@ class Evaluation:
         judged_items = [{"instruction": it["instruction"], "output": o, "reference": r[0]}
                         for it, o, r in zip(items, outs, refs)]
         n = len(items)
-        res_rows = alpaca_eval.judge_items(judge, judged_items, seed=self.stage.seed,
+        # the order of the two outputs follows alpaca_eval's per-instruction rule, not the stage seed
+        res_rows = alpaca_eval.judge_items(judge, judged_items,
                                            temperature=float(self.p["alpaca_eval"]["judge_temperature"]),
                                            prompt_set=s["prompts"],
                                            on_done=lambda k: self.stage.progress(k, n, "alpaca_eval judgments"))
@@ -455,12 +461,10 @@ class Evaluation:
             self.outputs["alpaca_eval_reference_outputs"] = d / "reference_outputs.json"
         prefs = [rr["preference"] for rr in res_rows]
         res = alpaca_eval.win_rate(prefs, [len(o) for o in outs])
-        lc = alpaca_eval.length_controlled(prefs, [len(r[0]) for r in refs], [len(o) for o in outs],
-                                           s["difficulty"])
-        res["length_controlled_winrate"] = lc["lc_win_rate"]
-        res["glm"] = lc
-        extra = [] if s["difficulty"] is not None else ["LC GLM fitted without instruction difficulties"]
-        extra.append("LC GLM without the gamed-baseline regularization (df_gamed.csv)")
+        res.update(self._alpaca_lc(prefs, [len(r[0]) for r in refs], [len(o) for o in outs], s))
+        extra = [] if res["length_controlled_winrate"] is not None else [res["lc_unavailable_because"]]
+        if s["gamed"] is not None and not s["gamed_official"]:
+            extra.append("df_gamed.csv is not the pinned official file")
         official = bool(s["i_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
         res.update(instructions=s["i_ref"], reference_outputs=s["r_ref"],
                    **self._comparable("alpaca_eval", judge, official, extra))
@@ -469,8 +473,27 @@ class Evaluation:
         self.outputs["alpaca_eval_leaderboard"] = d / "leaderboard.csv"
         self.metrics.update({"alpaca_eval.win_rate": res["win_rate"], "alpaca_eval.se": res["standard_error"],
                              "alpaca_eval.lc_win_rate": res["length_controlled_winrate"],
+                             "alpaca_eval.lc_se": res["lc_standard_error"],
                              "alpaca_eval.discrete_win_rate": res["discrete_win_rate"],
                              "alpaca_eval.n_invalid": res["n_invalid"]})
+
+    @staticmethod
+    def _alpaca_lc(prefs: list[float | None], len_ref: list[int], len_model: list[int],
+                   s: dict[str, Any]) -> dict[str, Any]:
+        """The leaderboard's LC (length_controlled_v1) when df_gamed.csv is given; otherwise no LC number, the
+        reason, and the fit the given files allow under its own alpaca_eval name (noreg with instruction
+        difficulties, else minimal), never under the official key."""
+        lc = alpaca_eval.length_controlled(prefs, len_ref, len_model, gamed=s["gamed"])
+        out: dict[str, Any] = {"length_controlled_winrate": lc["lc_win_rate"],
+                               "lc_standard_error": lc["lc_standard_error"], "glm": lc}
+        if lc["lc_win_rate"] is None:
+            out["lc_unavailable_because"] = f"no official LC: {lc.get('reason')}"
+            name = "length_controlled_noreg" if s["difficulty"] is not None else "length_controlled_minimal"
+            alt = alpaca_eval.length_controlled(prefs, len_ref, len_model, glm=name,
+                                                instruction_difficulty=s["difficulty"])
+            out[f"{name}_winrate"] = alt["lc_win_rate"]
+            out["glm_unofficial"] = alt
+        return out
 
     def run_mt(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
         qs = s["questions"]

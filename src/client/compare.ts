@@ -18,7 +18,7 @@ export interface IterationRow {
   trainAccuracy?: number;
   /** Eval scores by metric name; `uninformativeJudge` when the stage flagged that benchmark's judge as carrying no
    *  information (position consistency at chance or one verdict dominating): the value is kept, never shown as real. */
-  eval: Record<string, { value: number; low?: number; high?: number; uninformativeJudge?: true }>;
+  eval: Record<string, { value: number; low?: number; high?: number; uninformativeJudge?: true; unavailable?: true }>;
   durationsMs: Partial<Record<StageName, number>>;
   trainCurve: { step: number; loss: number }[];
 }
@@ -63,14 +63,16 @@ export function evalScores(m: Record<string, unknown> | undefined): IterationRow
   const out: IterationRow['eval'] = {};
   if (!m) return out;
   for (const [k, v] of Object.entries(m)) {
+    // AlpacaEval LC is null when its GLM files (df_gamed.csv) were not given: shown as unavailable, never as a number.
+    if (v === null && /^alpaca_eval\.lc_win_rate$/.test(k)) { out[k] = { value: NaN, unavailable: true }; continue; }
     const value = num(v);
-    if (value === undefined || !/^(arena_hard|alpaca_eval|mt_bench)\./.test(k) || /\.(ci_low|ci_high|se|n_|count|judge_|position_)/.test(k)) continue;
+    if (value === undefined || !/^(arena_hard|alpaca_eval|mt_bench)\./.test(k) || /\.(ci_low|ci_high|se|lc_se|n_|count|judge_|position_)/.test(k)) continue;
     const [bench] = k.split('.') as [string];
     const low = num(m[`${bench}.ci_low`]);
     const high = num(m[`${bench}.ci_high`]);
-    const se = num(m[`${bench}.se`]);
+    const se = num(m[k === `${bench}.lc_win_rate` ? `${bench}.lc_se` : `${bench}.se`]);
     // Intervals as each benchmark reports them: bootstrap CI for ArenaHard, ±1.96 SE for the AlpacaEval win rate.
-    const interval = k === `${bench}.score` && low !== undefined && high !== undefined ? { low, high } : k === `${bench}.win_rate` && se !== undefined ? { low: value - 1.96 * se, high: value + 1.96 * se } : {};
+    const interval = k === `${bench}.score` && low !== undefined && high !== undefined ? { low, high } : (k === `${bench}.win_rate` || k === `${bench}.lc_win_rate`) && se !== undefined ? { low: value - 1.96 * se, high: value + 1.96 * se } : {};
     out[k] = { value, ...interval, ...(judgeUninformative(m, bench) ? { uninformativeJudge: true as const } : {}) };
   }
   return out;
@@ -120,6 +122,7 @@ export async function compareRuns(runsDir: string, runIds: string[]): Promise<Co
 }
 
 export const UNINFORMATIVE = 'uninformative judge';
+export const LC_UNAVAILABLE = 'no official LC';
 
 const f = (v: number | undefined, d = 3): string => (v === undefined ? '–' : Number.isInteger(v) ? String(v) : v.toFixed(d));
 
@@ -142,6 +145,7 @@ export function renderCompareTable(cmp: Comparison): string {
     ...evalKeys.map((k) => {
       const e = r.eval[k];
       if (!e) return '–';
+      if (e.unavailable) return LC_UNAVAILABLE;
       if (e.uninformativeJudge) return UNINFORMATIVE;
       return e.low !== undefined && e.high !== undefined ? `${e.value.toFixed(2)} [${e.low.toFixed(2)}, ${e.high.toFixed(2)}]` : e.value.toFixed(2);
     }),

@@ -40,7 +40,7 @@ export function renderHtmlReport(cmp: Comparison): string {
   const single = cmp.runs.length === 1;
   for (const k of evalKeys) {
     // A score from an uninformative judge is no result: left off the chart and named in its caption.
-    const shown = (r: Comparison['rows'][number]) => r.eval[k] && !r.eval[k].uninformativeJudge;
+    const shown = (r: Comparison['rows'][number]) => r.eval[k] && !r.eval[k].uninformativeJudge && !r.eval[k].unavailable;
     const series = cmp.runs.map((run) => ({ name: run.runId, points: cmp.rows.filter((r) => r.runId === run.runId && shown(r)).map((r): Point => [r.iteration, r.eval[k]!.value, r.eval[k]!.low, r.eval[k]!.high]) }));
     const hasInterval = series.some((x) => x.points.some((p) => p[2] !== undefined));
     const hidden = cmp.rows.filter((r) => r.eval[k]?.uninformativeJudge).map((r) => (single ? `iteration ${r.iteration}` : `${r.runId} it${r.iteration}`));

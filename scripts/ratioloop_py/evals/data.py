@@ -24,6 +24,7 @@ MINI_DIR = REPO_ROOT / "configs" / "eval"
 
 # Official files, pinned to a commit and a content hash. The hashes were computed on the files at these commits.
 _GH = "https://raw.githubusercontent.com"
+_HF = "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/2edc6fad8be6b14ea7230aabfd08188da6b8b814"
 OFFICIAL: dict[str, dict[str, str]] = {
     "arena_hard.questions": {
         "url": f"{_GH}/lmarena/arena-hard-auto/e0a8ea1df42c1df76451a6cd04b14e31ff992b87/data/arena-hard-v0.1/question.jsonl",
@@ -42,6 +43,19 @@ OFFICIAL: dict[str, dict[str, str]] = {
         "sha256": "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4",
         "filename": "alpaca_eval_gpt4_1106_preview.json",
         "model": "gpt4_1106_preview",
+    },
+    # The LC GLM's two files exist only in the Hugging Face dataset tatsu-lab/alpaca_eval (not on GitHub, not in the
+    # alpaca-eval wheel). Revision and hashes as another public harness pins them; that pin's hash of the dataset's
+    # alpaca_eval_gpt4_baseline.json equals the reference-outputs hash above, which we checked.
+    "alpaca_eval.df_gamed": {
+        "url": f"{_HF}/df_gamed.csv",
+        "sha256": "97aeec3f1c7de6dee6fd31fe66f1702623f4614c3efe1c6fc5f4927cd5fd674d",
+        "filename": "alpaca_eval_df_gamed.csv",
+    },
+    "alpaca_eval.instruction_difficulty": {
+        "url": f"{_HF}/instruction_difficulty.csv",
+        "sha256": "e28d875bb334f75e17acd1e4ed659b261860e3db379cf5de29060301bed0a18b",
+        "filename": "alpaca_eval_instruction_difficulty.csv",
     },
     "mt_bench.questions": {
         "url": f"{_GH}/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d/fastchat/llm_judge/data/mt_bench/question.jsonl",
@@ -242,6 +256,44 @@ def load_instruction_difficulty(path: Path) -> list[float]:
         return [float(r[col]) for r in rows[1:] if r]
     except (ValueError, IndexError):
         raise BadInput(f"{path}: instruction_difficulty column is not numeric") from None
+
+
+GAMED_COLUMNS = ("index", "preference", "std_delta_len", "instruction_difficulty", "not_gamed_baseline")
+
+
+def load_df_gamed(path: Path) -> dict[str, list[Any]]:
+    """AlpacaEval's df_gamed.csv (annotations of the gamed baselines, the LC GLM's regularizer) as columns in row
+    order: index (instruction), preference (in [0, 1]; empty = NaN), std_delta_len, instruction_difficulty,
+    not_gamed_baseline (bool). Other columns (model, a saved index) are ignored, as upstream drops them."""
+    import csv
+    import math
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise BadInput(f"{path}: empty")
+    head = rows[0]
+    missing = [c for c in GAMED_COLUMNS if c not in head]
+    if missing:
+        raise BadInput(f"{path}: not a df_gamed.csv (missing column {missing[0]!r})")
+    col = {c: head.index(c) for c in GAMED_COLUMNS}
+    out: dict[str, list[Any]] = {c: [] for c in GAMED_COLUMNS}
+    bools = {"true": True, "false": False}
+    for n, r in enumerate(rows[1:], start=2):
+        if not r:
+            continue
+        try:
+            out["index"].append(int(r[col["index"]]))
+            pref = r[col["preference"]].strip()
+            out["preference"].append(math.nan if pref in ("", "nan", "NaN") else float(pref))
+            out["std_delta_len"].append(float(r[col["std_delta_len"]]))
+            out["instruction_difficulty"].append(float(r[col["instruction_difficulty"]]))
+            out["not_gamed_baseline"].append(bools[r[col["not_gamed_baseline"]].strip().lower()])
+        except (ValueError, IndexError, KeyError):
+            raise BadInput(f"{path}:{n}: a value of {', '.join(GAMED_COLUMNS)} is missing or not a number/bool") from None
+    if not out["index"]:
+        raise BadInput(f"{path}: no rows")
+    return out
 
 
 def _check_unique(ids: list[str], path: Path) -> None:
