@@ -164,7 +164,8 @@ def judge_games(judge: Judge, items: list[dict[str, Any]], *, max_tokens: int, a
     # v0.1: an API judge that gave no label is asked once more to finish (number_of_judgment_attempts = 2)
     if isinstance(judge, ApiJudge):
         for _ in range(attempts - 1):
-            todo = [i for i, (v, again) in enumerate(verdicts) if v is None and again]
+            # an invalid reply (judge error) is not asked to go on: there is nothing to continue
+            todo = [i for i, (v, again) in enumerate(verdicts) if v is None and again and not replies[i].invalid]
             if not todo:
                 break
             more = []

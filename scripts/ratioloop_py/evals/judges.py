@@ -2,7 +2,12 @@
 log-probability (so even a small local judge always yields a valid verdict).
 
 Both take JudgeRequests and return JudgeReplies; a cache (jsonl, keyed by the judge's identity and the whole
-request, i.e. prompt and answers) makes retries and reruns free.
+request, i.e. prompt and answers) makes retries and reruns free. A local judge's identity carries a fingerprint of
+its files, so a judge retrained in place never reuses its old verdicts.
+
+A judge error that cannot be retried (a 4xx other than 401/403, or retries exhausted) becomes an *invalid* reply
+(`error` set, empty text), as the official tools record an invalid judgment; it is never cached, so a rerun asks
+again. The evaluate stage counts them and fails only above `judge.max_invalid_share`.
 """
 from __future__ import annotations
 
@@ -38,6 +43,33 @@ class JudgeReply:
     probs: dict[str, float] | None = None   # local: normalized over choices; API logprobs mode: top-token probs
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None                 # set on an invalid judgment (the judge could not answer)
+
+    @property
+    def invalid(self) -> bool:
+        return self.error is not None
+
+
+# Files hashed whole for a local judge's fingerprint; bigger ones (weights) by name, size and mtime, which changes
+# whenever a training run writes them, without reading gigabytes.
+_HASH_WHOLE_BELOW = 4 << 20
+
+
+def files_fingerprint(path: str | os.PathLike[str]) -> str:
+    """sha256 over every file under a model folder: content of small files (config, tokenizer, chat template),
+    name + size + mtime of large ones (weights)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for f in files:
+        st = f.stat()
+        rel = f.name if f == root else f.relative_to(root).as_posix()
+        h.update(rel.encode() + b"\0")
+        if st.st_size < _HASH_WHOLE_BELOW:
+            h.update(b"c" + hashlib.sha256(f.read_bytes()).digest())
+        else:
+            h.update(f"s{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 def _canonical(obj: Any) -> str:
@@ -90,9 +122,14 @@ class JudgeCache:
             self.shared.close()
 
 
+_ERR_LOCK = threading.Lock()
+
+
 class Judge:
     identity: dict[str, Any]
     cache: "JudgeCache | None" = None
+    n_errors: int = 0                  # invalid judgments so far (judge errors, never cached)
+    first_error: str | None = None
 
     @property
     def name(self) -> str:
@@ -105,7 +142,7 @@ class Judge:
         return asdict(req)
 
     def one(self, req: JudgeRequest) -> JudgeReply:
-        """One verdict; from the cache when this judge already answered this exact request."""
+        """One verdict; from the cache when this judge already answered this exact request. Judge errors raise."""
         key = self.key(req)
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -115,6 +152,19 @@ class Judge:
         if self.cache is not None:
             self.cache.put(key, reply)
         return reply
+
+    def one_or_invalid(self, req: JudgeRequest) -> JudgeReply:
+        """What the benchmarks ask for: a judge error that retrying cannot fix (ApiError) comes back as an invalid
+        reply, counted and not cached. BadInput (e.g. a wrong key) still stops the stage: no judgment could
+        succeed."""
+        try:
+            return self.one(req)
+        except ApiError as e:
+            with _ERR_LOCK:
+                self.n_errors += 1
+                if self.first_error is None:
+                    self.first_error = str(e)
+            return JudgeReply(text="", error=str(e))
 
     def _ask(self, req: JudgeRequest) -> JudgeReply:
         raise NotImplementedError
@@ -188,7 +238,7 @@ class ApiJudge(Judge):
         out: list[JudgeReply | None] = [None] * len(reqs)
         done = 0
         with ThreadPoolExecutor(max_workers=self.concurrency) as ex:
-            futs = {ex.submit(self.one, r): i for i, r in enumerate(reqs)}
+            futs = {ex.submit(self.one_or_invalid, r): i for i, r in enumerate(reqs)}
             from concurrent.futures import as_completed
 
             for f in as_completed(futs):
@@ -200,6 +250,20 @@ class ApiJudge(Judge):
 
 
 # ------------------------------------------------------------------------------------------------ local judge
+def local_fingerprint(spec: dict[str, Any]) -> str:
+    """What makes a local judge's verdicts: its files (weights, config, tokenizer) where they are on disk, else
+    the hub id and revision; plus the dtype asked for."""
+    parts = []
+    for key in ("path", "tokenizer"):
+        v = spec.get(key)
+        if v and Path(str(v)).exists():
+            parts.append(f"{key}={files_fingerprint(v)}")
+    if not parts:
+        parts.append(f"hub={spec.get('hub') or spec.get('path')}@{spec.get('revision') or ''}")
+    parts.append(f"dtype={spec.get('dtype') or ''}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 class LocalJudge(Judge):
     """A local causal LM that scores each allowed verdict: log p(cue + verdict + close | rendered judge prompt).
 
@@ -215,7 +279,7 @@ class LocalJudge(Judge):
         self.template = spec.get("template", "chat")
         src = spec.get("path") or spec.get("hub")
         self.identity = {"type": "local", "name": Path(str(src)).name, "path": str(src), "template": self.template,
-                         "method": "verdict log-probs"}
+                         "method": "verdict log-probs", "fingerprint": local_fingerprint(spec)}
         self.cache = cache
 
     def _payload_id(self, req):
@@ -284,7 +348,7 @@ class LocalJudge(Judge):
     def judge(self, reqs, on_done=None):
         out = []
         for i, r in enumerate(reqs):
-            out.append(self.one(r))
+            out.append(self.one_or_invalid(r))
             if on_done:
                 on_done(i + 1)
         return out
