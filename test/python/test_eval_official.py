@@ -28,6 +28,11 @@ MT_FILE = FIX / "fastchat" / "judge_prompts.jsonl"
 ALPACA_FILE = FIX / "alpaca_eval" / "alpaca_eval_clf.txt"
 
 
+def _wire(body: dict) -> str:
+    """A request body as JSON with sorted keys: values and their JSON types (0 is not 0.0) must match."""
+    return json.dumps(body, sort_keys=True, ensure_ascii=False)
+
+
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -59,7 +64,7 @@ def test_local_files_load_as_file_kind(tmp_path):
     assert a.temperature == 0 and a.max_tokens == 4096 and a.judgment_prefix == "\n"
     m = official_prompts.prompt_set("mt_bench", str(MT_FILE), tmp_path)
     assert m.kind == "file" and set(m.by_name) == {"single-v1", "single-math-v1", "single-v1-multi-turn",
-                                                    "single-math-v1-multi-turn"} and m.body == {"n": 1}
+                                                    "single-math-v1-multi-turn"} and m.body == {"n": 1, "temperature": 0}
     al = official_prompts.prompt_set("alpaca_eval", str(ALPACA_FILE), tmp_path)
     assert al.kind == "file" and al.body == {"top_p": 1.0}
     assert official_prompts.prompt_set("arena_hard", "ratioloop", tmp_path).kind == "ratioloop"
@@ -126,7 +131,7 @@ def test_arena_request_as_v01_sends_it(tmp_path):
                                                           {"role": "user", "content": g1_user}],
              "temperature": 0.0, "max_tokens": 4096}
     by_user = {b["messages"][1]["content"]: b for b in judge.bodies if len(b["messages"]) == 2}
-    assert by_user[g1_user] == first
+    assert _wire(by_user[g1_user]) == _wire({**first, "temperature": 0})  # YAML `temperature: 0`: an integer
     assert by_user[g2_user]["messages"][1]["content"] == g2_user
     retry = [b for b in judge.bodies if len(b["messages"]) == 4]
     assert len(retry) == 1 and retry[0]["messages"][2:] == [
@@ -173,7 +178,7 @@ def test_mt_requests_equal_fastchat(tmp_path):
     got = sorted(judge.bodies, key=lambda b: b["messages"][-1]["content"])
     want = sorted([{"model": "gpt-4", "messages": m, "n": 1, "temperature": 0, "max_tokens": 2048} for m in expect],
                   key=lambda b: b["messages"][-1]["content"])
-    assert got == want
+    assert [_wire(g) for g in got] == [_wire(w) for w in want]
     assert all(r["score"] == 7 for r in rows)
 
 

@@ -78,7 +78,7 @@ def judge_items(judge: Judge, items: list[dict[str, Any]], *, temperature: float
         o1, o2 = (it["output"], it["reference"]) if sw else (it["reference"], it["output"])
         reqs.append(JudgeRequest(messages=ps.messages(it["instruction"], o1, o2),
                                  choices=list(prompts.ALPACA_TOKENS), cue="", close="", max_tokens=1,
-                                 temperature=temperature, logprobs=True, body=dict(ps.body)))
+                                 temperature=ps.wire_temperature(temperature), logprobs=True, body=dict(ps.body)))
         where.append(i)
     out: list[dict[str, Any]] = [{"preference": TIE, "raw_completion": None, "swapped": False,
                                   "identical_outputs": True} for _ in items]

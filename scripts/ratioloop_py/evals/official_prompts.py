@@ -45,7 +45,7 @@ def load_arena(config: Path, code: Path | None, source: dict[str, Any], kind: st
             raise BadInput(f"{config}: prompt_template has no {key}")
     return ArenaPrompts(system=str(cfg["system_prompt"]), template=templates[0],
                         continue_text=continue_text(code) if code is not None else None, kind=kind, source=source,
-                        temperature=float(cfg.get("temperature", 0)),
+                        temperature=cfg.get("temperature", 0),
                         max_tokens=int(cfg["max_tokens"]) if cfg.get("max_tokens") else None, judgment_prefix="\n")
 
 
@@ -90,7 +90,8 @@ def load_mt(path: Path, source: dict[str, Any], kind: str) -> MtPrompts:
         if r.get("output_format") != "[[rating]]":
             raise BadInput(f"{path}: {name} has output_format {r.get('output_format')!r}, expected '[[rating]]'")
         by_name[name] = (str(r.get("system_prompt") or ""), str(_need(r, "prompt_template", f"{path}: {name}")))
-    return MtPrompts(by_name=by_name, kind=kind, source=source, body={"n": 1})
+    # FastChat's run_judge_single: chat_completion_openai(model, conv, temperature=0, max_tokens=2048), n=1
+    return MtPrompts(by_name=by_name, kind=kind, source=source, body={"n": 1, "temperature": 0})
 
 
 def load_alpaca(path: Path, source: dict[str, Any], kind: str) -> AlpacaPrompts:

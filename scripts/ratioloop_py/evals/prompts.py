@@ -144,7 +144,7 @@ class ArenaPrompts:
     continue_text: str | None          # asked once more when no verdict label was found; None: no second attempt
     kind: str = "ratioloop"            # ratioloop | official | file (a local file that is not the pinned one)
     source: dict[str, Any] | None = None
-    temperature: float = 0.0
+    temperature: float = 0.0           # official: the config's value as written (YAML `0`, an integer on the wire)
     max_tokens: int | None = None      # None: the stage's judge.max_tokens or the official 4096
     judgment_prefix: str = ""          # v0.1 writes every judgment as "" + "\n" + reply
 
@@ -159,7 +159,7 @@ class MtPrompts:
     by_name: dict[str, tuple[str, str]]
     kind: str = "ratioloop"
     source: dict[str, Any] | None = None
-    body: dict[str, Any] = field(default_factory=dict)   # official: FastChat sends n=1
+    body: dict[str, Any] = field(default_factory=dict)   # official: FastChat sends n=1 and the integer temperature 0
 
     def messages(self, turns: list[str], answers: list[str], turn: int,
                  reference: list[str] | None = None) -> tuple[list[dict[str, str]], str]:
@@ -190,6 +190,10 @@ class AlpacaPrompts:
     kind: str = "ratioloop"
     source: dict[str, Any] | None = None
     body: dict[str, Any] = field(default_factory=dict)   # official: the annotator also sends top_p=1.0
+
+    def wire_temperature(self, t: float) -> float:
+        """The temperature as the official request writes it: its config's `temperature: 1` goes out as the integer 1."""
+        return int(t) if self.chatml is not None and float(t).is_integer() else t
 
     def messages(self, instruction: str, output_1: str, output_2: str) -> list[dict[str, str]]:
         if self.chatml is None:
