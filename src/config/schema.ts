@@ -171,7 +171,8 @@ export const EvaluateSchema = z.strictObject({
     .strictObject({
       instructions: z.string().min(1).nullable().default(null),
       reference_outputs: answersSource,
-      instruction_difficulty: z.string().min(1).nullable().default(null).describe('instruction_difficulty.csv (HF Hub, tatsu-lab/alpaca_eval) for the official LC fit'),
+      instruction_difficulty: z.string().min(1).nullable().default(null).describe("instruction_difficulty.csv (HF dataset tatsu-lab/alpaca_eval): 'official' (pinned download) or a path; without gamed, the length_controlled_noreg fit uses it"),
+      gamed: z.string().min(1).nullable().default(null).describe("df_gamed.csv (HF dataset tatsu-lab/alpaca_eval), needed for the leaderboard's LC (length_controlled_v1): 'official' (pinned download into the eval cache) or a path (offline); without it lc_win_rate is null with the reason"),
       judge_temperature: z.number().min(0).max(2).default(1.0),
       prompts: judgePrompts,
       judge: benchJudge,
