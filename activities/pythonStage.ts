@@ -1,12 +1,13 @@
 // THE way a Python stage runs (DESIGN §3). The only code that spawns stage processes: an argument array (no shell),
 // its own process group, JSON progress lines from stdout, the stderr tail kept for errors, the whole group killed
 // on cancel (SIGTERM, then SIGKILL after a grace period) and swept after exit so no rank outlives its stage.
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { scrubSecrets } from '../src/log';
+import { projectRoot } from '../src/paths';
 
 export type StageEvent =
   | { type: 'progress'; done: number; total: number; unit: string }
@@ -24,6 +25,25 @@ export interface PythonStageOptions {
   /** Appended with the stage's stderr, for people reading logs after the fact. */
   logFile?: string;
   killGraceMs?: number;
+}
+
+/** The stages that can run vLLM. */
+const VLLM_STAGES = new Set(['sample', 'score', 'evaluate']);
+export const vllmPythonPath = (): string =>
+  path.join(process.env.RATIOLOOP_VLLM_VENV ?? path.join(projectRoot, '.venv-vllm'), 'bin', 'python');
+const gpuMachine = (): boolean => existsSync('/dev/nvidia0') || existsSync('/proc/driver/nvidia/gpus');
+
+/**
+ * The interpreter a stage runs with. `npm run setup -- --with-vllm` puts vLLM into a venv of its own (.venv-vllm:
+ * vLLM needs older transformers/numpy than the training stage), so a stage that can run vLLM uses that venv when its
+ * backend is `vllm`, or `auto` on a GPU machine (where auto means vLLM); every other stage, and any stage when the
+ * worker was given its own interpreter (not `defaultPython`), runs with `python`. See docs/operations.md, vLLM.
+ */
+export function stagePython(stage: string, params: unknown, python: string, defaultPython: string,
+  vllmPython: string = vllmPythonPath(), gpu: boolean = gpuMachine()): string {
+  if (python !== defaultPython || !VLLM_STAGES.has(stage) || !existsSync(vllmPython)) return python;
+  const backend = (params as { backend?: unknown } | null | undefined)?.backend ?? 'auto';
+  return backend === 'vllm' || (backend === 'auto' && gpu) ? vllmPython : python;
 }
 
 export const EXIT_BAD_INPUT = 2;

@@ -6,7 +6,8 @@ import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activ
 import type { StageActivities } from './types';
 import type { InputRef, StageHeartbeat, StageRequest, StageResult } from '../workflows/types';
 import { hashPath, manifestProblem, outputsByName, readManifest, specHash } from './manifests';
-import { EXIT_BAD_INPUT, EXIT_RESOURCE, PythonStageError, runPythonStage } from './pythonStage';
+import { EXIT_BAD_INPUT, EXIT_RESOURCE, PythonStageError, runPythonStage, stagePython } from './pythonStage';
+import { pythonPath } from '../src/paths';
 import { stageDirOf, writeJsonAtomic } from '../src/runStore';
 
 export interface StageDeps {
@@ -115,7 +116,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       const timer = setInterval(() => ctx.heartbeat(beat), 2_000);
       try {
         await runPythonStage({
-          python: deps.python,
+          python: stagePython(req.stage, req.params, deps.python, pythonPath()), // .venv-vllm for vLLM stages
           script: path.join(deps.scriptsDir, SCRIPT[req.stage]),
           specPath,
           cwd: deps.cwd,

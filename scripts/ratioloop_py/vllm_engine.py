@@ -25,13 +25,16 @@ from .errors import BadInput
 TASKS = ("sample", "score", "answers")
 
 # What `backend: auto` picks when vLLM is installed, per device and task: the engine measured faster by
-# bench/sample_vllm.py and bench/score_vllm.py (README benchmark table). On CPU vLLM samples faster than HF
-# generate, while the HF scorer (shared-prefix KV reuse, lm_head only on response positions) beats vLLM's prompt
-# log-probs; on a GPU vLLM is the faster engine for all three.
+# bench/sample_vllm.py and bench/score_vllm.py (README benchmark table). On CPU vLLM generates about twice as fast
+# as HF generate once started, but starting it (loading, compiling, warming up) costs minutes there, so it pays off
+# only above CPU_BREAK_EVEN_TOKENS generated tokens: a smaller stage (the demo, tests) stays on HF. The HF scorer
+# (shared-prefix KV reuse, lm_head only on response positions) beats vLLM's prompt log-probs on CPU at any size.
+# On a GPU vLLM is the faster engine for all three.
 AUTO_RULE: dict[str, dict[str, str]] = {
     "cpu": {"sample": "vllm", "score": "hf", "answers": "vllm"},
     "cuda": {"sample": "vllm", "score": "vllm", "answers": "vllm"},
 }
+CPU_BREAK_EVEN_TOKENS = 15000  # bench/sample_vllm.py on the 2-core dev machine: 15,516 (README)
 
 # Variables torchrun sets for a rank; vLLM would read them as "join this process group".
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
@@ -77,8 +80,11 @@ class BackendChoice:
                 "vllm": installed_version()}
 
 
-def choose_backend(requested: str, task: str, device: str, *, have_vllm: bool | None = None) -> BackendChoice:
-    """The backend a stage uses for `task` (sample, score, answers) on `device` (cpu, cuda), and why."""
+def choose_backend(requested: str, task: str, device: str, *, work_tokens: int | None = None,
+                   have_vllm: bool | None = None) -> BackendChoice:
+    """The backend a stage uses for `task` (sample, score, answers) on `device` (cpu, cuda), and why.
+    work_tokens: how many tokens the stage will generate at most (prompts x responses x max_new_tokens); on CPU
+    `auto` generates with vLLM only when that is enough to pay for vLLM's start-up (unknown: HF)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
     if requested not in ("auto", "hf", "vllm"):
@@ -93,9 +99,15 @@ def choose_backend(requested: str, task: str, device: str, *, have_vllm: bool | 
         return BackendChoice("vllm", requested, f"backend: vllm on {device}")
     if not have:
         return BackendChoice("hf", requested, "auto: vLLM is not installed")
-    pick = AUTO_RULE["cuda" if device == "cuda" else "cpu"][task]
-    return BackendChoice(pick, requested, f"auto: vLLM is installed; on {device} {pick} is the faster {task} "
-                                          "engine (bench/sample_vllm.py, bench/score_vllm.py)")
+    dev = "cuda" if device == "cuda" else "cpu"
+    pick = AUTO_RULE[dev][task]
+    why = f"auto: vLLM is installed; on {dev} {pick} is the faster {task} engine (bench/sample_vllm.py, bench/score_vllm.py)"
+    if dev == "cpu" and pick == "vllm" and (work_tokens or 0) < CPU_BREAK_EVEN_TOKENS:
+        pick = "hf"
+        size = f"{work_tokens} tokens to generate" if work_tokens is not None else "an unknown amount of generation"
+        why = (f"auto: vLLM is installed, but on cpu its start-up pays off only above {CPU_BREAK_EVEN_TOKENS} generated "
+               f"tokens and this stage has {size}")
+    return BackendChoice(pick, requested, why)
 
 
 def memory_share(device: str, engines: int = 1) -> float:
@@ -126,6 +138,9 @@ def engine_options(spec: dict[str, Any], *, seed: int, device: str, max_model_le
                                 enable_prefix_caching=bool(prefix_caching))
     if max_model_len:
         opts["max_model_len"] = int(max_model_len)
+    if os.environ.get("RATIOLOOP_VLLM_EAGER", "").strip() == "1":
+        # No graph compilation: starts much faster (tests, short stages), generates more slowly.
+        opts["enforce_eager"] = True
     return opts
 
 
