@@ -155,6 +155,37 @@ def test_lc_with_difficulty_and_saved_weights():
     assert alpaca_eval.lc_from_weights(w, diff) == pytest.approx(expect)
 
 
+def test_stage_lc_official_with_gamed_file_else_null_and_named_fit(tmp_path):
+    """evaluate.py's LC: with df_gamed.csv the official GLM under the official key; without it null, the reason,
+    and the simpler fit under its own name; a df_gamed.csv that is not one is a clear error."""
+    import evaluate
+
+    fixture = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "reference_results"
+    rows = json.loads((fixture / "alpaca_eval/results/model-b/weighted_alpaca_eval_gpt4_turbo/annotations.json").read_text())
+    prefs = [r["preference"] for r in rows]
+    lr, lm = [len(r["output_1"]) for r in rows], [len(r["output_2"]) for r in rows]
+    gamed = data.load_df_gamed(fixture / "alpaca_eval/df_gamed.csv")
+    res = evaluate.Evaluation._alpaca_lc(prefs, lr, lm, {"gamed": gamed, "difficulty": None})
+    board = {r[0]: r for r in __import__("csv").reader(
+        (fixture / "alpaca_eval/leaderboards/weighted_alpaca_eval_gpt4_turbo_leaderboard.csv").open())}
+    head = board[""]
+    assert res["length_controlled_winrate"] == pytest.approx(float(board["model-b"][head.index("length_controlled_winrate")]), abs=1e-9)
+    assert res["lc_standard_error"] == pytest.approx(float(board["model-b"][head.index("lc_standard_error")]), abs=1e-9)
+    assert "length_controlled_minimal_winrate" not in res
+    res = evaluate.Evaluation._alpaca_lc(prefs, lr, lm, {"gamed": None, "difficulty": None})
+    assert res["length_controlled_winrate"] is None and res["lc_standard_error"] is None
+    assert "df_gamed.csv" in res["lc_unavailable_because"] and isinstance(res["length_controlled_minimal_winrate"], float)
+    res = evaluate.Evaluation._alpaca_lc(prefs, lr, lm, {"gamed": None, "difficulty": [0.1 * i for i in range(len(prefs))]})
+    assert res["length_controlled_winrate"] is None and isinstance(res["length_controlled_noreg_winrate"], float)
+    bad = tmp_path / "df_gamed.csv"
+    bad.write_text("model,index,preference\nx,0,0.5\n")
+    with pytest.raises(BadInput, match="missing column 'std_delta_len'"):
+        data.load_df_gamed(bad)
+    with pytest.raises(BadInput, match="no instruction difficulty at row 40"):
+        alpaca_eval.difficulty_by_label(gamed, 41)
+    assert {"alpaca_eval.df_gamed", "alpaca_eval.instruction_difficulty"} <= set(data.OFFICIAL)
+
+
 # ------------------------------------------------------------------ MT-Bench
 @pytest.mark.parametrize("text,score", [
     ("The answer is accurate and detailed.\n\nRating: [[8]]", 8.0),
