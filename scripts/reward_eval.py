@@ -29,8 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
-from ratioloop_py.guidance import LABELS, apply_guidance, load_library  # noqa: E402
-from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label  # noqa: E402
+from ratioloop_py.guidance import LABELS, apply_guidance, load_guidance  # noqa: E402
+from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label, router_prompt  # noqa: E402
 
 import score as score_stage  # noqa: E402
 
@@ -161,11 +161,19 @@ def route(pairs, params, models) -> list[tuple[str, str]]:
             lab = normalize_label(pr["domain"])
             out.append((lab or "CHAT", "field" if lab else "field-missing"))
         return out
+    if kind == "label":  # the pair's own domain label where it has one, the llm router for the rest
+        labelled = [normalize_label(pr["domain"]) for pr in pairs]
+        rest = [pr for pr, lab in zip(pairs, labelled) if not lab]
+        routed = iter(route(rest, {**params, "router": {**params["router"], "kind": "llm"}}, models) if rest else [])
+        return [(lab, "label") if lab else next(routed) for lab in labelled]
+    prompt, _ = router_prompt(params["router"]["prompt"], params.get("cdr_repo"))
     rspec = params["models"].get("router") or {}
     if rspec.get("endpoint"):
-        er = EndpointRouter(rspec["endpoint"], max_new_tokens=int(params["router"].get("max_new_tokens") or 16))
+        er = EndpointRouter(rspec["endpoint"], max_new_tokens=int(params["router"].get("max_new_tokens") or 16),
+                            prompt=prompt)
         return [er.route(pr["messages"]) for pr in pairs]
-    lr = LocalRouter(models["router"], batch_size=params["batch_size"], max_prompt_tokens=params["max_prompt_tokens"])
+    lr = LocalRouter(models["router"], batch_size=params["batch_size"], max_prompt_tokens=params["max_prompt_tokens"],
+                     prompt=prompt)
     out = []
     for a in range(0, len(pairs), params["batch_size"]):
         for lab, how, lps in lr.route_many([pr["messages"] for pr in pairs[a: a + params["batch_size"]]]):
@@ -178,7 +186,7 @@ def load_models(params) -> dict[str, Any]:
 
     m = params["models"]
     specs = {"strong": m["strong"], "weak": m["weak"]}
-    if params["router"]["kind"] == "llm" and not (m.get("router") or {}).get("endpoint"):
+    if params["router"]["kind"] in ("llm", "label") and not (m.get("router") or {}).get("endpoint"):
         specs["router"] = m.get("router") or m["strong"]
     return load_scoring_models(specs)
 
@@ -194,14 +202,15 @@ def evaluate(pairs, params, seed, library, models, progress=None) -> list[dict[s
         {"label": lab, "how": how, "subset": pr["subset"]} for pr, (lab, how) in zip(pairs, routes)]
     guided_idx = []
     for k, pr in enumerate(pairs):
-        _, gid = apply_guidance(library, routes[k][0], pr["messages"], seed=seed, prompt_id=pr["prompt_id"])
+        _, gid = apply_guidance(library, routes[k][0], pr["messages"], seed=seed, prompt_id=pr["prompt_id"],
+                                system_policy=params["guidance"].get("system_policy"))
         results[k]["guidance_id"] = gid
         if gid is not None:
             guided_idx.append(k)
     passes = [("unguided", list(range(len(rows))), False), ("guided", guided_idx, True)]
     done, total = 0, len(rows) + len(guided_idx)
     for name, idx, enabled in passes:
-        p = {**params, "guidance": {"enabled": enabled}}
+        p = {**params, "guidance": {**params["guidance"], "enabled": enabled}}
         for g in score_stage.make_groups(idx, rows, params["batch_size"]):
             for i, out in zip(g, score_stage.score_group(rows, g, route_map, library, p, seed, scorers)):
                 results[i][name] = {"sum": _pair(out, params, "sum"), "mean": _pair(out, params, "mean")}
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strong-template", type=str, default=None, help="chat | none | <jinja>")
     ap.add_argument("--weak-template", type=str, default=None, help="chat | none | <jinja>")
     ap.add_argument("--router-template", type=str, default=None, help="chat | none | <jinja>")
-    ap.add_argument("--router-kind", choices=["llm", "field", "fixed"], default=None)
+    ap.add_argument("--router-kind", choices=["llm", "label", "field", "fixed"], default=None)
     ap.add_argument("--router-label", choices=["CHAT", "SAFETY", "REASONING"], default=None,
                     help="the label of the fixed router")
     ap.add_argument("--guidance", type=str, default=None, help="guidance folder (default configs/guidance)")
@@ -303,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         from ratioloop_py.models import setup_threads
 
         params, seed, gdir = load_config(args)
-        library = load_library(gdir)
+        library, _ = load_guidance(params["guidance"]["source"], gdir, params.get("cdr_repo"))
         pairs, skipped = read_pairs(args.pairs, args.limit)
         if not pairs:
             raise BadInput("no usable pairs in " + ", ".join(map(str, args.pairs)))

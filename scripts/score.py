@@ -4,6 +4,7 @@ reward = Σ over the response tokens of log p_strong − log p_weak (arXiv 2411.
 run from after the rendered generation prompt up to and including the end-of-turn token. Prompts are routed to
 CHAT / SAFETY / REASONING; guided domains put their guidance into both models' context.
 
+Routing and guidance: docs/guidance.md (params.router.kind/prompt, params.guidance.source/system_policy, cdr_repo).
 inputs:  samples (samples.jsonl), guidance (folder, default configs/guidance), optional strong/weak/router
          (model dirs overriding params.models.*), optional routes (an earlier routes.jsonl to reuse labels).
 outputs: scores (scores.jsonl, one row per sample row, same order), routes (routes.jsonl).
@@ -23,10 +24,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
-from ratioloop_py.guidance import LABELS, apply_guidance, exemplar_chars, load_library  # noqa: E402
+from ratioloop_py.guidance import LABELS, apply_guidance, exemplar_chars, load_guidance  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
 from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
-from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label  # noqa: E402
+from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label, router_prompt  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage, world  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "prefix_cache_tokens": 16384,
     "num_processes": 1,
     "backend": "auto",
-    "router": {"kind": "llm", "label": "CHAT", "max_new_tokens": 16},
-    "guidance": {"enabled": True},
+    "router": {"kind": "llm", "label": "CHAT", "max_new_tokens": 16, "prompt": "ratioloop"},
+    "guidance": {"enabled": True, "source": "ratioloop", "system_policy": None},
+    "cdr_repo": None,  # a local clone of the CDR reference repository; None = the pinned download
 }
 
 
@@ -65,8 +67,17 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
         raise BadInput("params.num_processes must be 1 with backend vllm (vLLM batches the whole GPU itself); "
                        "use backend hf for data-parallel ranks")
     kind = p["router"]["kind"]
-    if kind not in ("llm", "field", "fixed"):
-        raise BadInput(f"params.router.kind must be llm, field or fixed, got {kind!r}")
+    if kind not in ("llm", "label", "field", "fixed"):
+        raise BadInput(f"params.router.kind must be llm, label, field or fixed, got {kind!r}")
+    if p["router"]["prompt"] not in ("ratioloop", "cdr"):
+        raise BadInput(f"params.router.prompt must be ratioloop or cdr, got {p['router']['prompt']!r}")
+    if p["guidance"]["source"] not in ("ratioloop", "cdr"):
+        raise BadInput(f"params.guidance.source must be ratioloop or cdr, got {p['guidance']['source']!r}")
+    if p["guidance"]["system_policy"] not in (None, "keep", "replace"):
+        raise BadInput(f"params.guidance.system_policy must be keep, replace or null, "
+                       f"got {p['guidance']['system_policy']!r}")
+    if p["cdr_repo"] is not None and not Path(str(p["cdr_repo"])).is_dir():
+        raise BadInput(f"params.cdr_repo: {p['cdr_repo']} is not a folder (a clone of the CDR reference repository)")
     if kind == "fixed":
         lab = normalize_label(p["router"].get("label"))
         if lab is None:
@@ -138,6 +149,8 @@ class Routing:
         self.partial = partial
         self.get_models = get_models
         self.routes: dict[str, dict[str, Any]] = {}
+        self.prompt_record: dict[str, Any] | None = None
+        self._prompt: Any = None
         prev = stage.input_path("routes", required=False)
         if prev is not None:
             for _, r in read_jsonl(prev):
@@ -164,16 +177,32 @@ class Routing:
                     new.append({"prompt_id": rows[i]["prompt_id"], "label": lab or "CHAT",
                                 "how": "field" if lab else "field-missing"})
                 out.write_batch(new)
+            elif self.kind == "label":
+                # The prompt's own domain label where it has one; the configured router for the others.
+                new = [{"prompt_id": rows[i]["prompt_id"], "label": normalize_label(rows[i]["domain"]), "how": "label"}
+                       for i in todo if normalize_label(rows[i]["domain"])]
+                out.write_batch(new)
+                rest = [i for i in todo if not normalize_label(rows[i]["domain"])]
+                if rest:
+                    new = new + self._route_llm(rows, rest, out)
             else:
                 new = self._route_llm(rows, todo, out)
         for r in new:
             self.routes[r["prompt_id"]] = r
 
+    def prompt(self):
+        """The router's prompt, loaded once (the cdr prompt is read from the reference repository)."""
+        if self._prompt is None:
+            self._prompt, self.prompt_record = router_prompt(self.p["router"]["prompt"], self.p.get("cdr_repo"))
+        return self._prompt
+
     def _route_llm(self, rows, todo, out) -> list[dict[str, Any]]:
         spec = (self.p.get("models") or {}).get("router") or {}
         new: list[dict[str, Any]] = []
+        prompt = self.prompt()
         if spec.get("endpoint"):
-            router = EndpointRouter(spec["endpoint"], max_new_tokens=int(self.p["router"].get("max_new_tokens") or 16))
+            router = EndpointRouter(spec["endpoint"], max_new_tokens=int(self.p["router"].get("max_new_tokens") or 16),
+                                    prompt=prompt)
             for k, i in enumerate(todo):
                 label, how = router.route(rows[i]["messages"])
                 r = {"prompt_id": rows[i]["prompt_id"], "label": label, "how": how}
@@ -182,7 +211,7 @@ class Routing:
                 self.stage.progress(k + 1, len(todo), "routed")
             return new
         local = LocalRouter(self.get_models()["router"], batch_size=self.p["batch_size"],
-                            max_prompt_tokens=self.p["max_prompt_tokens"])
+                            max_prompt_tokens=self.p["max_prompt_tokens"], prompt=prompt)
         step = max(1, self.p["batch_size"])
         for a in range(0, len(todo), step):
             chunk = todo[a: a + step]
@@ -238,7 +267,7 @@ def main(stage: Stage) -> None:
     p = resolve_params(stage.params)
     rows = read_samples(stage.input_path("samples"))
     guidance_dir = stage.input_path("guidance", required=False) or DEFAULT_GUIDANCE
-    library = load_library(guidance_dir)
+    library, guidance_record = load_guidance(p["guidance"]["source"], guidance_dir, p["cdr_repo"])
     if p["num_processes"] > 1 and not under_launcher():
         # Inputs are checked above, once, before any rank starts; the ranks re-read them.
         run_data_parallel(stage, Path(__file__).resolve(), p["num_processes"])
@@ -260,6 +289,8 @@ def main(stage: Stage) -> None:
         return models
 
     routing = Routing(stage, p, partial, get_models)
+    if p["router"]["kind"] in ("llm", "label"):
+        routing.prompt()  # a missing or unreadable reference file fails here, before any model loads
     routing.route_all(rows, mine, rank, world_size)
 
     todo_groups = [g for g in make_groups(mine, rows, p["batch_size"])
@@ -306,7 +337,7 @@ def main(stage: Stage) -> None:
                "how": routing.routes[r["prompt_id"]]["how"]} for r in rows]
     atomic_write_jsonl(stage.output_dir / "routes.jsonl", routes)
 
-    metrics = compute_metrics([done[r["prompt_id"]] for r in rows], p)
+    metrics = compute_metrics([done[r["prompt_id"]] for r in rows], p, routes)
     metrics.update(sum_counters(partial, world_size))
     if elapsed > 0 and scored_tokens:
         metrics["tokens_per_s"] = scored_tokens / elapsed
@@ -318,7 +349,8 @@ def main(stage: Stage) -> None:
         stage.log(f"{n_err} responses had non-finite log-probs; their reward is null", level="warn")
     bos = bos_record(stage, rows[0]["messages"]) if rows else {}
     stage.write_manifest(outputs={"scores": "scores.jsonl", "routes": "routes.jsonl"}, metrics=metrics,
-                         extra={"reward": p["reward"], "bos": bos})
+                         extra={"reward": p["reward"], "bos": bos, "guidance": guidance_record,
+                                "router": {"kind": p["router"]["kind"], **(routing.prompt_record or {})}})
 
 
 COUNTERS = ("forward_tokens", "logit_rows", "prefix_hits", "prefix_tokens_saved", "fallback_window", "fallback_cache")
@@ -369,7 +401,7 @@ def load_models(stage: Stage, p: dict[str, Any], rank: int) -> dict[str, Any]:
 
     specs = {"strong": stage.model_spec("strong"), "weak": stage.model_spec("weak")}
     rspec = (p.get("models") or {}).get("router") or (stage.spec.get("inputs") or {}).get("router")
-    if p["router"]["kind"] == "llm" and not (rspec or {}).get("endpoint"):
+    if p["router"]["kind"] in ("llm", "label") and not (rspec or {}).get("endpoint"):
         # No router model configured: the strong model (an instruct model) classifies.
         specs["router"] = stage.model_spec("router") if rspec else specs["strong"]
     _select_cuda_device(rank)
@@ -427,7 +459,8 @@ def score_group(rows, group, routes, library, p, seed, scorers) -> list[dict[str
         r = rows[i]
         label = routes[r["prompt_id"]]["label"]
         msgs, gid = apply_guidance(library, label, r["messages"], seed=seed, prompt_id=r["prompt_id"],
-                                   enabled=bool(p["guidance"].get("enabled", True)))
+                                   enabled=bool(p["guidance"].get("enabled", True)),
+                                   system_policy=p["guidance"].get("system_policy"))
         prepared.append((r, label, gid, msgs, list(dict.fromkeys(r["texts"]))))
         shared.append(exemplar_chars(r["messages"], msgs))
     per_model: dict[str, list[dict[str, tuple]]] = {}
@@ -454,14 +487,17 @@ def score_group(rows, group, routes, library, p, seed, scorers) -> list[dict[str
     return out
 
 
-def compute_metrics(rows: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
+def compute_metrics(rows: list[dict[str, Any]], p: dict[str, Any],
+                    routes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     m: dict[str, Any] = {"prompts": len(rows), "responses": sum(len(r["rewards"]) for r in rows),
                          "reward": p["reward"]}
     by_dom: dict[str, list[float]] = {}
     labels: dict[str, int] = {lab: 0 for lab in LABELS}
+    guided_by: dict[str, int] = {lab: 0 for lab in LABELS}
     errors = trunc_p = trunc_r = guided = 0
     for r in rows:
         labels[r["domain"]] = labels.get(r["domain"], 0) + 1
+        guided_by[r["domain"]] = guided_by.get(r["domain"], 0) + int(r.get("guidance_id") is not None)
         vals = [x for x in r["rewards"] if x is not None]
         by_dom.setdefault(r["domain"], []).extend(vals)
         by_dom.setdefault("ALL", []).extend(vals)
@@ -475,7 +511,10 @@ def compute_metrics(rows: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, 
             m[f"reward_mean.{dom}"] = statistics.fmean(vals)
             m[f"reward_std.{dom}"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
     for lab, n in labels.items():
-        m[f"router.{lab}"] = n
+        m[f"router.{lab}"] = n  # prompts routed to each domain
+        m[f"guided.{lab}"] = guided_by.get(lab, 0)  # ... and how many of them were guided
+    for r in routes or []:
+        m[f"route_how.{r['how']}"] = m.get(f"route_how.{r['how']}", 0) + 1
     m.update({"errors": errors, "truncated_prompts": trunc_p, "truncated_responses": trunc_r, "guided_prompts": guided})
     return m
 

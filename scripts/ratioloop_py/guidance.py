@@ -20,6 +20,13 @@ As in the paper (arXiv 2411.02481), a guided prompt gets an (empty) system turn,
 so that both the strong and the weak model score the response as the "good assistant" of a worked example.
 The exemplar is drawn from the domain's pool by a hash of (run seed, prompt id): reproducible, and recorded
 as guidance_id. The paper drew it unseeded.
+
+Two sources (score.guidance.source):
+  ratioloop – this library (the offline default); a prompt's own system message is kept (system_policy keep),
+              the domain's system text, if any, going before it.
+  cdr       – the reference code's pools (SAFETY 3, REASONING 10 blocks), read at run time from the reference
+              repository (cdr_reference): the block, "\\n", the query, "\\nGood Assistant:"; an existing system
+              message is replaced by the empty one (system_policy replace); CHAT unguided.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from .errors import BadInput
 
 LABELS = ("CHAT", "SAFETY", "REASONING")
 MODES = ("none", "system", "exemplar", "both")
+SYSTEM_POLICIES = ("keep", "replace")
 QUERY_SUFFIX = "\nGood Assistant:"
 
 
@@ -49,6 +57,7 @@ class Domain:
     system: str | None = None
     exemplars: list[Exemplar] = field(default_factory=list)
     source: str = ""
+    system_policy: str = "keep"  # what happens to a prompt's own system message when this domain guides it
 
 
 def render_exemplar(ex: dict[str, Any]) -> str:
@@ -100,7 +109,10 @@ def _parse_domain(path: Path) -> Domain:
         raise BadInput(f"{path}: mode {mode} needs at least one exemplar")
     if mode in ("system", "both") and system is None:
         system = ""
-    return Domain(label=label, mode=mode, system=system, exemplars=exemplars, source=str(path))
+    policy = str(data.get("system_policy", "keep"))
+    if policy not in SYSTEM_POLICIES:
+        raise BadInput(f"{path}: system_policy must be one of {', '.join(SYSTEM_POLICIES)}, got {policy!r}")
+    return Domain(label=label, mode=mode, system=system, exemplars=exemplars, source=str(path), system_policy=policy)
 
 
 def load_library(folder: str | Path | None) -> dict[str, Domain]:
@@ -117,6 +129,42 @@ def load_library(folder: str | Path | None) -> dict[str, Domain]:
             raise BadInput(f"{path}: domain {dom.label} is already defined in {lib[dom.label].source}")
         lib[dom.label] = dom
     return lib
+
+
+def reference_library(prompts_py: str | Path) -> dict[str, Domain]:
+    """The CDR reference guidance (src/prompts.py of the reference repository) as a library: SAFETY and REASONING
+    with their DOMAIN_MAP pools, the reference's system text for vanilla_domain (empty) replacing a prompt's own,
+    and the reference joiner (block + "\\n" + query + "\\nGood Assistant:"); CHAT unguided."""
+    from .cdr_reference import GUIDED, parse_prompts
+
+    ref = parse_prompts(Path(prompts_py))
+    lib: dict[str, Domain] = {}
+    for label in GUIDED:
+        seen: dict[str, int] = {}
+        exemplars = []
+        for name, block in ref.pools[label]:
+            seen[name] = seen.get(name, 0) + 1  # a name listed twice in one pool stays two draws, as in random.choice
+            ex_id = name if seen[name] == 1 else f"{name}#{seen[name]}"
+            exemplars.append(Exemplar(id=ex_id, text=block + "\n"))
+        lib[label] = Domain(label=label, mode="both", system=ref.system, exemplars=exemplars,
+                            source=f"{prompts_py}:DOMAIN_MAP[{label!r}]", system_policy="replace")
+    return lib
+
+
+def load_guidance(source: str, folder: str | Path | None, cdr_repo: str | Path | None = None,
+                  cdr_cache: str | Path | None = None) -> tuple[dict[str, Domain], dict[str, Any]]:
+    """(library, what was loaded: for the manifest). source ratioloop = the YAML folder; cdr = the reference's
+    src/prompts.py from a local clone (cdr_repo) or the pinned download."""
+    if source == "ratioloop":
+        return load_library(folder), {"source": "ratioloop", "dir": str(folder) if folder else None}
+    if source != "cdr":
+        raise BadInput(f"params.guidance.source must be ratioloop or cdr, got {source!r}")
+    from .cdr_reference import COMMIT, REPO, locate
+
+    ref = locate("src/prompts.py", repo_dir=cdr_repo, cache_dir=cdr_cache)
+    lib = reference_library(ref.path)
+    return lib, {"source": "cdr", "repo": REPO, "pinned_commit": COMMIT, "local_clone": str(cdr_repo) if cdr_repo else None,
+                 **ref.record(), "pools": {lab: [e.id for e in d.exemplars] for lab, d in lib.items()}}
 
 
 def pick_index(seed: int, prompt_id: str, label: str, n: int) -> int:
@@ -137,8 +185,11 @@ def exemplar_chars(original: list[dict[str, str]], guided: list[dict[str, str]])
 
 
 def apply_guidance(library: dict[str, Domain], label: str, messages: list[dict[str, str]], *, seed: int,
-                   prompt_id: str, enabled: bool = True) -> tuple[list[dict[str, str]], str | None]:
-    """(messages to render for both models, guidance_id or None when unguided)."""
+                   prompt_id: str, enabled: bool = True,
+                   system_policy: str | None = None) -> tuple[list[dict[str, str]], str | None]:
+    """(messages to render for both models, guidance_id or None when unguided). system_policy overrides the
+    domain's: keep = the prompt's own system message stays (the domain's text before it), replace = the domain's
+    system text (empty for the reference) takes its place."""
     dom = library.get(label)
     if not enabled or dom is None or dom.mode == "none":
         return messages, None
@@ -153,9 +204,11 @@ def apply_guidance(library: dict[str, Domain], label: str, messages: list[dict[s
         gid_parts.append(ex.id)
     if dom.mode in ("system", "both"):
         sys_text = dom.system or ""
+        policy = system_policy or dom.system_policy
         if msgs and msgs[0].get("role") == "system":
-            # Keep the prompt's own system message; the domain's text (if any) goes before it.
-            if sys_text:
+            if policy == "replace":
+                msgs[0]["content"] = sys_text
+            elif sys_text:  # keep: the prompt's own system message stays, the domain's text goes before it
                 msgs[0]["content"] = sys_text + "\n\n" + msgs[0]["content"]
         else:
             msgs.insert(0, {"role": "system", "content": sys_text})

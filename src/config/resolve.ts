@@ -88,12 +88,16 @@ export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
     ...(config.models.judge ? { judge: resolveModel(config.models.judge, base) } : {}),
   };
   const { on_bad_row, path: promptsPath, hf, limit } = config.prompts;
-  const { guidance, ...score } = config.score;
+  const { guidance, cdr_repo, ...score } = config.score;
   const { enabled: _evalEnabled, data: evalData, baseline, ...evaluate } = config.evaluate;
 
   const params: Record<StageName, Record<string, unknown>> = {
     sample: { ...config.sample, on_bad_row, prompts: { hf: hf ?? null, limit }, models: { policy: models.policy } },
-    score: { ...score, guidance: { enabled: guidance.enabled }, models: { strong: models.strong, weak: models.weak, ...(models.router ? { router: models.router } : {}) } },
+    score: {
+      ...score,
+      guidance: { enabled: guidance.enabled, source: guidance.source, system_policy: guidance.system_policy },
+      cdr_repo: cdr_repo ? path.resolve(base, cdr_repo) : null,
+      models: { strong: models.strong, weak: models.weak, ...(models.router ? { router: models.router } : {}) } },
     pairs: { ...config.pairs, reward: config.score.reward },
     train: { ...config.train, models: { policy: models.policy } },
     evaluate: { ...evaluate, ...resolveEvalPaths(config.evaluate, base), models: { policy: models.policy, ...(models.judge ? { judge: models.judge } : {}) } },

@@ -81,17 +81,39 @@ export const ScoreSchema = z.strictObject({
   backend,
   router: z
     .strictObject({
-      kind: z.enum(['llm', 'field', 'fixed']).default('llm').describe('llm: a model picks the label (models.router, else the strong model); field: the prompt\'s domain; fixed: label'),
+      kind: z
+        .enum(['llm', 'label', 'field', 'fixed'])
+        .default('llm')
+        .describe('llm: a model picks the label (models.router, else the strong model); label: the prompt\'s own domain label where it has one, else the llm router; field: the prompt\'s domain (missing = CHAT); fixed: label'),
       label: z.enum(['CHAT', 'SAFETY', 'REASONING']).default('CHAT'),
+      prompt: z
+        .enum(['ratioloop', 'cdr'])
+        .default('ratioloop')
+        .describe('the classification prompt: ratioloop\'s own, or cdr = the reference code\'s CLASSIFY_PROMPT (read at run time from score.cdr_repo or the pinned download)'),
       max_new_tokens: z.int().positive().default(16).describe('answer length for an endpoint router'),
     })
     .prefault({}),
   guidance: z
     .strictObject({
       enabled: z.boolean().default(true),
+      source: z
+        .enum(['ratioloop', 'cdr'])
+        .default('ratioloop')
+        .describe('ratioloop = the library in dir (offline); cdr = the reference code\'s exemplar pools (SAFETY 3, REASONING 10), read at run time from score.cdr_repo or the pinned download'),
       dir: z.string().min(1).nullable().default(null).describe('guidance library folder (relative to the config file); null = the built-in library configs/guidance'),
+      system_policy: z
+        .enum(['keep', 'replace'])
+        .nullable()
+        .default(null)
+        .describe('a guided prompt\'s own system message: keep (the domain\'s text before it) or replace (by the domain\'s, empty for cdr); null = the source\'s rule (ratioloop: keep, cdr: replace)'),
     })
     .prefault({}),
+  cdr_repo: z
+    .string()
+    .min(1)
+    .nullable()
+    .default(null)
+    .describe('a local clone of gx-ai-architect/CDR-preference-annotation for guidance.source / router.prompt cdr (relative to the config file); null = download the pinned files (sha256-checked) into .ratioloop/cache/cdr'),
 });
 
 export const PairsSchema = z.strictObject({

@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from conftest import SCRIPTS, model_spec
+from conftest import ROOT, SCRIPTS, make_spec, model_spec, run_script
 
 sys.path.insert(0, str(SCRIPTS))
-from ratioloop_py.router import (EndpointRouter, LocalRouter, classification_prompt, normalize_label,  # noqa: E402
-                                 parse_label)
+from ratioloop_py.router import (EndpointRouter, LocalRouter, classification_prompt, conversation_text,  # noqa: E402
+                                 normalize_label, parse_label)
 
 Q = [{"role": "user", "content": "Integrate x^2 from 0 to 3."}]
 
@@ -116,3 +116,40 @@ def test_local_router_picks_most_likely_label(tiny_models):
         assert label == max(ref, key=ref.get)
         for lab in LABELS:
             assert lps[lab] == pytest.approx(ref[lab], abs=1e-4)
+
+
+def test_router_sees_every_user_turn_and_cuts_the_middle():
+    conv = [{"role": "system", "content": "SYS"}, {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ANSWER"}, {"role": "user", "content": "second"}]
+    assert conversation_text(conv) == "first\n\nsecond"
+    long = [{"role": "user", "content": "A" * 3000}, {"role": "user", "content": "B" * 3000 + " last?"}]
+    text = conversation_text(long)
+    assert text.startswith("A" * 2000) and text.endswith("B" * 1994 + " last?") and "\n[...]\n" in text
+    prompt = classification_prompt(long)
+    assert prompt.startswith("You sort user requests") and prompt.endswith(" last?\n>>>\n\nCategory:")
+
+
+def test_demo_config_routes_labelled_prompts_by_label(tiny_models, tmp_path):
+    """configs/tiny.yaml: the demo prompts' own labels route them, so SAFETY and REASONING prompts are guided."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    assert cfg["score"]["router"]["kind"] == "label"
+    demo = [json.loads(x) for x in (ROOT / "configs" / cfg["prompts"]["path"]).read_text().splitlines() if x.strip()]
+    demo = demo[: cfg["prompts"]["limit"]]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"prompt_id": r["id"], "messages": r["messages"], "domain": r["domain"],
+                                           "responses": [{"text": "Sure."}, {"text": "No."}]}) + "\n" for r in demo))
+    params = {"router": cfg["score"]["router"], "batch_size": 8,
+              "models": {"strong": model_spec(tiny_models["strong"]), "weak": model_spec(tiny_models["weak"])}}
+    run_script("score.py", make_spec(tmp_path, "score", params, {"samples": samples}))
+    routes = [json.loads(x) for x in (tmp_path / "score" / "routes.jsonl").read_text().splitlines()]
+    assert [r["how"] for r in routes] == ["label"] * len(demo)
+    assert [r["label"] for r in routes] == [r["domain"] for r in demo]
+    scores = [json.loads(x) for x in (tmp_path / "score" / "scores.jsonl").read_text().splitlines()]
+    assert [s["guidance_id"] is not None for s in scores] == [r["domain"] != "CHAT" for r in demo]
+    m = json.loads((tmp_path / "score" / "manifest.json").read_text())["metrics"]
+    n = {d: sum(r["domain"] == d for r in demo) for d in ("CHAT", "SAFETY", "REASONING")}
+    assert n["SAFETY"] > 0 and n["REASONING"] > 0
+    assert (m["guided.SAFETY"], m["guided.REASONING"], m["guided.CHAT"]) == (n["SAFETY"], n["REASONING"], 0)
+    assert m["route_how.label"] == len(demo) and m["guided_prompts"] == n["SAFETY"] + n["REASONING"]
