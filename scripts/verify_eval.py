@@ -14,8 +14,8 @@ DIR is laid out like the official repositories (the layout of a `reference_resul
     arena_hard_v0.1/model_answer/<model>.jsonl                   answers with token_len (avg_tokens)
 
 Every number that the files allow is recomputed and compared within its tolerance: AlpacaEval win rate, standard
-error, counts, discrete win rate, avg_length and LC (refit with df_gamed.csv; from the saved GLM weights with
-instruction_difficulty.csv) to 1e-9; the order of each annotated row must be the one alpaca_eval's rule gives (the
+error, counts, discrete win rate, avg_length and LC (refit with df_gamed.csv, its lc_standard_error and GLM
+coefficients against the saved weights; from the saved GLM weights with instruction_difficulty.csv) to 1e-9; the order of each annotated row must be the one alpaca_eval's rule gives (the
 row's raw judge log-probs, read in that order, give the stored preference); ArenaHard scores rounded to 2 decimals
 as published, avg_tokens as int(mean token_len). Leaderboards named docs_* (display names) and the bootstrap CIs
 (random) are not compared. Exit 1 on any mismatch, on a model missing from a leaderboard it should be in, or when
@@ -146,6 +146,10 @@ def verify_alpaca_annotations(rep: Report, path: Path, boards: dict[str, dict[st
     if gamed is not None:
         lc = alpaca_eval.length_controlled(prefs, [len(r["output_1"]) for r in rows],
                                            [len(r["output_2"]) for r in rows], gamed=gamed)
+        if weights is not None and model in weights and lc["weights"]:
+            for k, v in lc["weights"].items():  # the refit's coefficients against the saved ones
+                rep.compare("alpaca_eval", model, f"glm {k}", v, _num(weights[model].get(k)), ALPACA_TOL,
+                            source="refit vs saved GLM weights")
     if difficulty is not None and weights is not None and model in weights:
         w = {k: float(v) for k, v in weights[model].items() if k and _num(v) is not None}
         lc_w = alpaca_eval.lc_from_weights(w, difficulty[:len(rows)])

@@ -47,11 +47,12 @@ def _edit_board(root: Path, model: str, col: str | None, value: str | None) -> N
 def test_fixture_matches_everything(capsys):
     rc, lines = _run(FIXTURE, capsys, "--json")
     assert rc == 0, "\n".join(lines)
-    assert lines[-1].startswith("26/26 comparisons match; 0 failures")
+    assert lines[-1].startswith("32/32 comparisons match; 0 failures")
     text = "\n".join(lines)
     checks = json.loads(text[: text.index("\nnot compared")])["checks"]
     lc = [c for c in checks if c["metric"] == "length_controlled_winrate"]
     assert {c["source"] for c in lc} == {"refit (df_gamed.csv)", "saved GLM weights"} and len(lc) == 4
+    assert len([c for c in checks if c["metric"].startswith("glm ")]) == 6  # 3 refit coefficients × 2 models
     order = [c for c in checks if c["metric"] == "order rule"]
     assert order == [{**order[0], "ours": 39, "published": 39, "ok": True}]
     arena = {c["metric"]: c for c in checks if c["benchmark"] == "arena_hard"}
