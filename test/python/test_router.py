@@ -153,3 +153,20 @@ def test_demo_config_routes_labelled_prompts_by_label(tiny_models, tmp_path):
     assert n["SAFETY"] > 0 and n["REASONING"] > 0
     assert (m["guided.SAFETY"], m["guided.REASONING"], m["guided.CHAT"]) == (n["SAFETY"], n["REASONING"], 0)
     assert m["route_how.label"] == len(demo) and m["guided_prompts"] == n["SAFETY"] + n["REASONING"]
+
+
+def test_reward_eval_label_router_asks_the_endpoint_only_for_unlabelled(server):
+    """reward-eval's router follows the stage's: labels first, the configured (here: endpoint, cdr prompt) router for
+    the rest, sending the reference's CLASSIFY_PROMPT as the system turn."""
+    import reward_eval
+
+    fixture = ROOT / "test" / "fixtures" / "cdr-reference"
+    pairs = [{"prompt_id": "a", "domain": "code", "messages": Q}, {"prompt_id": "b", "domain": None, "messages": Q},
+             {"prompt_id": "c", "domain": "SAFETY", "messages": Q}]
+    params = {"router": {"kind": "label", "prompt": "cdr", "max_new_tokens": 8}, "cdr_repo": str(fixture),
+              "models": {"router": {"endpoint": {"base_url": server, "model": "m"}}}}
+    _Handler.replies = [_msg("[START]SAFETY[END]")]
+    assert reward_eval.route(pairs, params, {}) == [("REASONING", "label"), ("SAFETY", "endpoint"), ("SAFETY", "label")]
+    (_, _, body), = _Handler.seen
+    assert body["messages"][0]["role"] == "system" and "Project-written test instructions" in body["messages"][0]["content"]
+    assert body["messages"][1] == {"role": "user", "content": Q[0]["content"]}
