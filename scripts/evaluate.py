@@ -351,8 +351,11 @@ class Evaluation:
                            f"({bench}.prompts: ratioloop)")
         elif ps.kind != "official":
             reasons.append(f"judge prompts from {ps.source['path']} are not the pinned official file")
-        if bench == "arena_hard" and ps is not None and ps.kind != "ratioloop" and ps.continue_text is None:
-            reasons.append("no gen_judgment.py beside the judge config: no second judgment attempt")
+        if bench == "arena_hard" and ps is not None and ps.kind != "ratioloop":
+            if ps.continue_text is None:
+                reasons.append("no gen_judgment.py beside the judge config: no second judgment attempt")
+            elif not (ps.source or {}).get("judge_code", {}).get("official"):
+                reasons.append("the second-attempt text is not from the pinned gen_judgment.py")
         if bench != "alpaca_eval" and self.max_tokens(bench) != OFFICIAL_MAX_TOKENS[bench]:
             reasons.append(f"judge max_tokens {self.max_tokens(bench)} (official: {OFFICIAL_MAX_TOKENS[bench]})")
         limit, official_limit = gen_limit(self.p, bench), OFFICIAL_GEN_LIMIT[bench]

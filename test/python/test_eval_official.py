@@ -305,3 +305,54 @@ def test_mt_average_equals_fastchat_show_result(tmp_path, monkeypatch):
     assert ours["per_turn"]["2"] == pytest.approx(turn2, abs=1e-12)
     assert ours["n_excluded"] == 1
 
+
+
+# ------------------------------------------------------------------ leaderboard-comparable
+def _evaluation(tmp_path, **params):
+    import importlib.util as iu
+
+    from ratioloop_py.stage import Stage
+
+    spec = iu.spec_from_file_location("evaluate_stage", ROOT / "scripts" / "evaluate.py")
+    mod = iu.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ep = {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-4-1106-preview", "api_key_env": "UNUSED_KEY"}
+    st = Stage(spec={"stage": "evaluate", "params": {"models": {"policy": {"path": "p"}, "judge": {"endpoint": ep}},
+                                                     **params}, "outputDir": str(tmp_path)},
+               spec_path=tmp_path / "spec.json")
+    return mod.Evaluation(st)
+
+
+def test_comparable_only_with_official_judge_prompts_data_and_limits(tmp_path, monkeypatch):
+    from ratioloop_py.evals import prompts
+
+    ev = _evaluation(tmp_path)
+    gpt4 = FakeApi("gpt-4")
+    official_mt = prompts.MtPrompts(by_name={}, kind="official", source={"path": "x", "official": True})
+    ev.prompt_sets = {"mt_bench": official_mt}
+    ev.answer_rows = {"mt_bench": {"1": {"finish_reasons": ["stop", "length"]}}}
+    r = ev._comparable("mt_bench", gpt4, True, [])
+    assert r["leaderboard_comparable"] is True and r["not_comparable_because"] == []
+    assert r["max_new_tokens"] == 1024 and r["n_truncated"] == 1 and r["n_answer_turns"] == 2
+    # each departure is one named reason
+    assert not ev._comparable("mt_bench", FakeApi("gpt-4-1106-preview"), True, [])["leaderboard_comparable"]
+    assert ev._comparable("mt_bench", gpt4, False, [])["not_comparable_because"] == [
+        "questions or baseline/reference answers are not the official, complete set"]
+    ev.p["max_new_tokens"] = {"mt_bench": 512}
+    assert ev._comparable("mt_bench", gpt4, True, [])["not_comparable_because"] == [
+        "answers limited to 512 new tokens per turn (official: 1024)"]
+    ev.p["max_new_tokens"] = 2048  # above the official limit: still comparable
+    assert ev._comparable("mt_bench", gpt4, True, [])["leaderboard_comparable"] is True
+    ev.p["max_new_tokens"] = {"alpaca_eval": 2048}  # AlpacaEval's official limit is the model's own
+    ev.prompt_sets["alpaca_eval"] = prompts.AlpacaPrompts(chatml="x", kind="official")
+    assert ev._comparable("alpaca_eval", FakeApi("gpt-4-1106-preview"), True, [])["not_comparable_because"] == [
+        "answers limited to 2048 new tokens per turn (official: the model's own limit)"]
+    ev.prompt_sets["mt_bench"] = prompts.ratioloop_mt()
+    ev.p["max_new_tokens"] = None
+    assert ev._comparable("mt_bench", gpt4, True, [])["not_comparable_because"] == [
+        "judge prompts are ratioloop's own wording of the official structure (mt_bench.prompts: ratioloop)"]
+    a = official_prompts.prompt_set("arena_hard", str(ARENA_CFG), tmp_path)
+    ev.prompt_sets["arena_hard"] = a
+    reasons = ev._comparable("arena_hard", FakeApi("gpt-4-1106-preview"), True, [])["not_comparable_because"]
+    assert reasons == [f"judge prompts from {ARENA_CFG} are not the pinned official file",
+                       "the second-attempt text is not from the pinned gen_judgment.py"]
