@@ -73,7 +73,11 @@ def locate(rel: str, repo_dir: str | os.PathLike[str] | None = None, cache_dir: 
         got = sha256_file(path)
         return ReferenceFile(rel, path, got, got == FILES[rel])
     url = f"{base_url.rstrip('/')}/{rel}" if base_url else raw_url(rel)
-    path = fetch_pinned(url, FILES[rel], cache_dir or default_cache_dir(), f"{COMMIT[:12]}_{rel.replace('/', '_')}")
+    try:
+        path = fetch_pinned(url, FILES[rel], cache_dir or default_cache_dir(), f"{COMMIT[:12]}_{rel.replace('/', '_')}")
+    except BadInput as e:
+        raise BadInput(f"{e}. The CDR reference files are read at run time: offline, set score.cdr_repo to a clone of "
+                       f"{REPO}, or use score.guidance.source / score.router.prompt ratioloop") from None
     return ReferenceFile(rel, path, FILES[rel], True)
 
 

@@ -185,3 +185,9 @@ def test_bad_reference_settings_exit_2(tiny_models, tmp_path):
     res = run_script("score.py", make_spec(tmp_path, "score", params, {"samples": samples}), check=False)
     assert res.returncode == 2 and "src/prompts.py" in res.stderr and "clone of" in res.stderr
     assert not (tmp_path / "score" / "manifest.json").exists()
+
+
+def test_offline_without_a_clone_says_what_to_do(tmp_path):
+    missing = (tmp_path / "no-such-server").as_uri()
+    with pytest.raises(BadInput, match="set score.cdr_repo to a clone of gx-ai-architect"):
+        cdr.locate("scripts/domain_annotate.py", cache_dir=tmp_path / "cache", base_url=missing)
