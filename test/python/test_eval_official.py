@@ -356,3 +356,17 @@ def test_comparable_only_with_official_judge_prompts_data_and_limits(tmp_path, m
     reasons = ev._comparable("arena_hard", FakeApi("gpt-4-1106-preview"), True, [])["not_comparable_because"]
     assert reasons == [f"judge prompts from {ARENA_CFG} are not the pinned official file",
                        "the second-attempt text is not from the pinned gen_judgment.py"]
+
+
+def test_alpaca_limit_is_the_models_own(tiny_models):
+    """AlpacaEval's default answer limit: what the model's own length limit leaves after the batch's longest prompt."""
+    from ratioloop_py.evals.answers import AnswerModel
+
+    from conftest import model_spec
+
+    m = AnswerModel(model_spec(tiny_models["strong"]), backend="hf", max_new_tokens=None)
+    ctx = int(m.model.config.max_position_embeddings)
+    assert m.context_length() == ctx and m.limit_for([10, 30]) == ctx - 30
+    m.max_new_tokens = 7
+    assert m.limit_for([10, 30]) == 7
+    assert m.token_len("hello world") == len(m.tok.encode("hello world", add_special_tokens=False))

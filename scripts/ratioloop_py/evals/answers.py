@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import BadInput
 from ..io import JsonlAppender, read_partial_jsonl
 
 
@@ -55,7 +56,8 @@ class AnswerModel:
             return int(self.llm.llm_engine.model_config.max_model_len)
         n = getattr(cfg, "max_position_embeddings", None) or getattr(self.tok, "model_max_length", None)
         if not n or n > 10**7:  # transformers' "no limit" sentinel
-            raise ValueError("the model states no length limit; set evaluate.max_new_tokens")
+            raise BadInput("params.max_new_tokens: the model states no length limit (AlpacaEval's default is the "
+                           "model's own); set a number")
         return int(n)
 
     def limit_for(self, prompt_lens: list[int]) -> int:
