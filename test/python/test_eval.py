@@ -186,6 +186,34 @@ def test_stage_lc_official_with_gamed_file_else_null_and_named_fit(tmp_path):
     assert {"alpaca_eval.df_gamed", "alpaca_eval.instruction_difficulty"} <= set(data.OFFICIAL)
 
 
+def test_stage_reads_gamed_param(tmp_path):
+    """params.alpaca_eval.gamed: a path is read when the sets load (before any answer or judgment); a missing or
+    short file fails there, naming the key."""
+    import types
+
+    import evaluate
+
+    fixture = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "reference_results"
+
+    def evaluation(gamed):
+        params = {"benchmarks": ["alpaca_eval"], "cache_dir": str(tmp_path / "cache"),
+                  "alpaca_eval": {"gamed": gamed, "reference_outputs": str(data.MINI_DIR / "alpaca_eval/reference_outputs.json")},
+                  "models": {"judge": {"endpoint": {"base_url": "http://127.0.0.1:9", "model": "j"}}}}
+        stage = types.SimpleNamespace(params=params, output_dir=tmp_path / "out", partial_dir=tmp_path / "out/partial",
+                                      spec={"inputs": {}}, iteration=1, model_spec=lambda name: {"path": "policy"})
+        return evaluate.Evaluation(stage).load_sets()["alpaca_eval"]
+
+    s = evaluation(str(fixture / "alpaca_eval/df_gamed.csv"))
+    assert len(s["gamed"]["index"]) == 80 and s["gamed_official"] is False
+    assert evaluation(None)["gamed"] is None
+    with pytest.raises(BadInput, match="params.alpaca_eval.gamed"):
+        evaluation(str(tmp_path / "nope.csv"))
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join((fixture / "alpaca_eval/df_gamed.csv").read_text().splitlines()[:4]) + "\n")
+    with pytest.raises(BadInput, match="no instruction difficulty at row 3"):
+        evaluation(str(short))
+
+
 # ------------------------------------------------------------------ MT-Bench
 @pytest.mark.parametrize("text,score", [
     ("The answer is accurate and detailed.\n\nRating: [[8]]", 8.0),
