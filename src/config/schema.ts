@@ -217,6 +217,10 @@ export const EvaluateSchema = z.strictObject({
       timeout_s: z.number().positive().default(120),
       cache: z.boolean().default(true),
       cache_path: z.string().min(1).nullable().default(null),
+      max_invalid_share: prob.default(0.1).describe('the stage fails when more than this share of a benchmark\'s judgments is invalid (judge errors that cannot be retried, no verdict); below it they are counted and left out, as the official tools do'),
+      position_debias: z.enum(['auto', 'on', 'off']).default('auto').describe('judge both orders and average the verdict log-probs (cancels an additive position bias); auto: local judges only, so API judges keep the official protocols'),
+      calibrate: z.boolean().default(false).describe('with position_debias, also subtract the log-probs of a content-free pair (ArenaHard; one more judge call per question)'),
+      max_dominant_share: prob.default(0.9).describe('judge_informative is false when one verdict position (or one MT-Bench rating) exceeds this share'),
     })
     .prefault({}),
 });
