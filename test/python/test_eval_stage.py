@@ -69,6 +69,8 @@ def test_stage_outputs_and_resume(tmp_path, tiny_models):
                    for x in sb["not_comparable_because"]), b
         assert sb["judge_prompts"]["kind"] == "ratioloop"
     assert s["benchmarks"]["arena_hard"]["n_truncated"] >= 1  # 4 tokens cut the tiny model's answers
+    lens = [r["choices"][0]["turns"][0]["token_len"] for r in rows]
+    assert s["benchmarks"]["arena_hard"]["avg_tokens"] == sum(lens) / len(lens)
     assert s["generation"]["token_len_tokenizer"]
     assert any(e["type"] == "progress" and e["unit"] == "answers" for e in stdout_events(res))
     first = _finals(out)
