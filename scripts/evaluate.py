@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
-from ratioloop_py.evals import alpaca_eval, arena_hard, data, mt_bench  # noqa: E402
+from ratioloop_py.evals import alpaca_eval, arena_hard, data, informative, mt_bench  # noqa: E402
 from ratioloop_py.evals.answers import AnswerModel, answer_all  # noqa: E402
 from ratioloop_py.evals.arena_answers import answer_row as arena_answer_row  # noqa: E402
 from ratioloop_py.evals.official_prompts import prompt_set  # noqa: E402
@@ -46,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
                     "judge_temperature": 1.0, "prompts": "ratioloop", "judge": None},
     "mt_bench": {"questions": None, "reference_answers": None, "prompts": "ratioloop", "judge": None},
     "judge": {"max_tokens": None, "concurrency": 4, "max_retries": 5, "backoff_s": 1.0, "timeout_s": 120.0,
-              "cache": True, "cache_path": None},
+              "cache": True, "cache_path": None, "max_invalid_share": 0.1, "position_debias": "auto",
+              "calibrate": False, "max_dominant_share": 0.9},
 }
 
 
@@ -87,6 +88,12 @@ def resolve_params(raw: dict[str, Any]) -> dict[str, Any]:
             raise BadInput(f"params.{b}.judge: a model spec or {{endpoint: {{base_url, model, api_key_env}}}}")
     if p["arena_hard"]["verdict_parser"] not in ("v0.1", "latest"):
         raise BadInput("params.arena_hard.verdict_parser: v0.1 or latest")
+    j = p["judge"]
+    for key in ("max_invalid_share", "max_dominant_share"):
+        if isinstance(j[key], bool) or not isinstance(j[key], (int, float)) or not 0 <= j[key] <= 1:
+            raise BadInput(f"params.judge.{key}: a number in [0, 1]")
+    if j["position_debias"] not in ("auto", "on", "off"):
+        raise BadInput("params.judge.position_debias: auto, on or off")
     return p
 
 
@@ -149,6 +156,8 @@ class Evaluation:
         self.outputs: dict[str, Path] = {}
         self.summary: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
+        self.too_many_invalid: list[str] = []
+        self.first_judge_error: str | None = None
         self.t0 = time.time()
         self.prompt_sets: dict[str, Any] = {}
         self.answer_rows: dict[str, dict[str, Any]] = {}
@@ -375,6 +384,29 @@ class Evaluation:
             m = m.get(bench)
         return int(m) if m else OFFICIAL_MAX_TOKENS[bench]
 
+    def debias(self, judge: Judge) -> bool:
+        """Combine both orders (changes verdicts): local judges by default, API judges only when asked."""
+        mode = self.p["judge"]["position_debias"]
+        return mode == "on" or (mode == "auto" and judge.identity.get("type") == "local")
+
+    def _judge_health(self, bench: str, judge: Judge, errors_before: int, n_invalid: int, n_total: int,
+                      stats: dict[str, Any]) -> dict[str, Any]:
+        """Invalid-judgment counts and informativeness for one benchmark's summary; notes a share above the limit."""
+        share = n_invalid / n_total if n_total else 0.0
+        self.first_judge_error = self.first_judge_error or judge.first_error
+        limit = float(self.p["judge"]["max_invalid_share"])
+        if share > limit:
+            self.too_many_invalid.append(f"{bench}: {n_invalid} of {n_total} judgments invalid "
+                                         f"({100 * share:.1f}% > judge.max_invalid_share {100 * limit:g}%)")
+        self.metrics[f"{bench}.judge_informative"] = int(bool(stats["judge_informative"]))
+        if stats.get("position_consistency") is not None:
+            self.metrics[f"{bench}.position_consistency"] = stats["position_consistency"]
+        return {"n_judge_errors": judge.n_errors - errors_before, "invalid_share": share,
+                "judge_informative": stats["judge_informative"], "judge_stats": stats}
+
+    def _inf(self) -> dict[str, Any]:
+        return {"max_dominant_share": float(self.p["judge"]["max_dominant_share"])}
+
     def run_arena(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
         qs = s["questions"]
         pol = ans["policy"]["arena_hard"]
@@ -390,10 +422,25 @@ class Evaluation:
         items = [{"id": q["id"], "question": q["prompt"], "answer": pol[q["id"]]["turns"][0],
                   "baseline": base_answers[q["id"]]} for q in qs]
         n = 2 * len(items)
+        err0 = judge.n_errors
         games = arena_hard.judge_games(judge, items, max_tokens=self.max_tokens("arena_hard"),
                                        parse_mode=self.p["arena_hard"]["verdict_parser"],
                                        on_done=lambda k: self.stage.progress(k, n, "arena_hard judgments"),
                                        prompt_set=s["prompts"])
+        o1, o2, labels = informative.arena_positions(games)  # the judge's own verdicts, before any combination
+        jstats = informative.pairwise_stats(o1, o2, labels=labels, **self._inf())
+        debiased: list[str] = []
+        if self.debias(judge):
+            calib = None
+            if self.p["judge"]["calibrate"]:
+                cf = [{**it, "answer": informative.CONTENT_FREE, "baseline": informative.CONTENT_FREE} for it in items]
+                calib = [g[0].get("probs") for g in arena_hard.judge_games(
+                    judge, cf, max_tokens=self.max_tokens("arena_hard"),
+                    parse_mode=self.p["arena_hard"]["verdict_parser"], prompt_set=s["prompts"])]
+            jstats["combined_orders"] = informative.arena_combine(games, calib)
+            jstats["calibrated"] = calib is not None
+            if jstats["combined_orders"]:
+                debiased.append("verdicts combine both orders (judge.position_debias)")
         judgments = [{"question_id": it["id"], "model": self.model_name, "judge": judge.name, "games": g}
                      for it, g in zip(items, games)]
         d = self.out / "arena_hard"
@@ -414,7 +461,8 @@ class Evaluation:
         res.update(baseline=bname, questions=s["q_ref"], baseline_answers=s["b_ref"],
                    # show_result's avg_tokens: the answer files' token_len (here: the policy's tokenizer)
                    avg_tokens=_mean([(pol[q["id"]].get("token_lens") or pol[q["id"]]["n_tokens"])[0] for q in qs]),
-                   **self._comparable("arena_hard", judge, official, []))
+                   **self._comparable("arena_hard", judge, official, debiased),
+                   **self._judge_health("arena_hard", judge, err0, res["n_invalid_games"], res["n_games"], jstats))
         self.summary["arena_hard"] = res
         for k in ("score", "ci_low", "ci_high"):
             self.metrics[f"arena_hard.{k}"] = res[k]
@@ -441,11 +489,21 @@ class Evaluation:
         judged_items = [{"instruction": it["instruction"], "output": o, "reference": r[0]}
                         for it, o, r in zip(items, outs, refs)]
         n = len(items)
+        err0 = judge.n_errors
         # the order of the two outputs follows alpaca_eval's per-instruction rule, not the stage seed
-        res_rows = alpaca_eval.judge_items(judge, judged_items,
-                                           temperature=float(self.p["alpaca_eval"]["judge_temperature"]),
-                                           prompt_set=s["prompts"],
+        jkw: dict[str, Any] = {"temperature": float(self.p["alpaca_eval"]["judge_temperature"]),
+                               "prompt_set": s["prompts"]}
+        res_rows = alpaca_eval.judge_items(judge, judged_items, **jkw,
                                            on_done=lambda k: self.stage.progress(k, n, "alpaca_eval judgments"))
+        mirror = None
+        if self.debias(judge):  # the other order of every item, for the combination and the consistency rate
+            mirror = alpaca_eval.judge_items(judge, informative.exchanged(judged_items), **jkw, on_done=lambda k:
+                                             self.stage.progress(k, n, "alpaca_eval judgments, other order"))
+        o1, o2, labels = informative.alpaca_orders(res_rows, mirror)
+        jstats = informative.pairwise_stats(o1, o2, labels=labels, **self._inf())
+        if mirror is not None:
+            res_rows = informative.alpaca_combine(res_rows, mirror)
+            jstats["combined_orders"] = len(res_rows)
         annotator = f"ratioloop_{_safe(judge.name)}"
         model_outputs = [{"dataset": it.get("dataset", ""), "instruction": it["instruction"], "output": o,
                           "generator": self.model_name} for it, o in zip(items, outs)]
@@ -469,9 +527,12 @@ class Evaluation:
         extra = [] if res["length_controlled_winrate"] is not None else [res["lc_unavailable_because"]]
         if s["gamed"] is not None and not s["gamed_official"]:
             extra.append("df_gamed.csv is not the pinned official file")
+        if mirror is not None:
+            extra.append("preferences combine both orders (judge.position_debias)")
         official = bool(s["i_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
         res.update(instructions=s["i_ref"], reference_outputs=s["r_ref"],
-                   **self._comparable("alpaca_eval", judge, official, extra))
+                   **self._comparable("alpaca_eval", judge, official, extra),
+                   **self._judge_health("alpaca_eval", judge, err0, res["n_invalid"], len(prefs), jstats))
         self.summary["alpaca_eval"] = res
         _write_leaderboard(d / "leaderboard.csv", self.model_name, res)
         self.outputs["alpaca_eval_leaderboard"] = d / "leaderboard.csv"
@@ -505,6 +566,7 @@ class Evaluation:
         items = [{"id": q["id"], "category": q["category"], "turns": q["turns"], "answers": pol[q["id"]]["turns"],
                   "reference": q.get("reference")} for q in qs]
         n = sum(min(len(q["turns"]), len(pol[q["id"]]["turns"])) for q in qs)
+        err0 = judge.n_errors
         rows = mt_bench.judge_turns(judge, items, max_tokens=self.max_tokens("mt_bench"),
                                     on_done=lambda k: self.stage.progress(k, n, "mt_bench judgments"),
                                     prompt_set=s["prompts"])
@@ -526,8 +588,10 @@ class Evaluation:
         res = mt_bench.summarize(rows, {q["id"]: q["category"] for q in qs})
         official = bool(s["q_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
         extra = ["local judge scores are expected ratings over 1..10"] if judge.identity.get("type") == "local" else []
+        jstats = informative.rating_stats(informative.mt_ratings(rows), **self._inf())
         res.update(questions=s["q_ref"], reference_answers=s["r_ref"],
-                   **self._comparable("mt_bench", judge, official, extra))
+                   **self._comparable("mt_bench", judge, official, extra),
+                   **self._judge_health("mt_bench", judge, err0, res["n_excluded"], res["n_judgments"], jstats))
         self.summary["mt_bench"] = res
         self.metrics["mt_bench.score"] = res["score"]
         for t, v in res["per_turn"].items():
@@ -584,8 +648,15 @@ class Evaluation:
                                                       or self.policy_spec.get("hub"))},
             "benchmarks": self.summary,
             "leaderboard_comparable": all(b["leaderboard_comparable"] for b in self.summary.values()),
+            "judge_informative": all(b["judge_informative"] for b in self.summary.values()),
+            "judge_errors": sum(b.get("n_judge_errors", 0) for b in self.summary.values()),
+            "first_judge_error": self.first_judge_error,
         }
         _write_json(self.out / "summary.json", summary)
+        if self.too_many_invalid:
+            # Not cached, so a retry asks only the failed judgments again.
+            raise RuntimeError("too many invalid judgments: " + "; ".join(self.too_many_invalid)
+                               + (f" (first judge error: {self.first_judge_error})" if self.first_judge_error else ""))
         self.outputs = {"summary": self.out / "summary.json", **self.outputs}
         for k, v in self.metrics.items():
             if v is not None:
