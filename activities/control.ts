@@ -12,6 +12,12 @@ export function createControlActivities(deps: ControlDeps = {}): ControlActiviti
     async recordStage({ runDir, status }) {
       await updateRun(runDir, (rec) => upsertStage(rec, status));
     },
+    async recordControl({ runDir, control }) {
+      await updateRun(runDir, (rec) => {
+        rec.control = { ...control, updatedAt: new Date().toISOString() };
+        rec.plan.iterations = control.iterations;
+      });
+    },
     async recordRun({ runDir, workflowRunId, status, error, iteration }) {
       await updateRun(runDir, (rec) => {
         rec.status = status;

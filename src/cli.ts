@@ -6,7 +6,7 @@ import { Client, WorkflowFailedError } from '@temporalio/client';
 import { ConfigError, formatIssue, loadConfig } from './config/load';
 import { configJsonSchema } from './config/jsonSchema';
 import type { RunConfig } from './config/schema';
-import { cancelRun, resumeRun, runStatus, startRun, UserError, type StartedRun } from './client/runs';
+import { cancelRun, controlRun, resumeRun, runStatus, startRun, UserError, type StartedRun } from './client/runs';
 import { compareRuns, renderCompareTable } from './client/compare';
 import { writeHtmlReport } from './client/report';
 import { resolveTemporal, startDevServer, type TemporalTarget } from './devServer';
@@ -27,6 +27,9 @@ Usage:
   ratioloop status RUN_ID [--runs-dir DIR] [--json]
   ratioloop list [--runs-dir DIR] [--json]
   ratioloop cancel RUN_ID
+  ratioloop pause|unpause|stop-after-iteration RUN_ID
+  ratioloop set-iterations RUN_ID K
+  ratioloop skip-stage RUN_ID ITER STAGE
   ratioloop compare RUN_ID... [--runs-dir DIR] [--json] [--html FILE]
   ratioloop worker [--queues control,cpu,gpu] [--config CONFIG] [--bundle FILE]
   ratioloop bundle [--out FILE]
@@ -37,6 +40,10 @@ Usage:
 
 Temporal: without TEMPORAL_ADDRESS an embedded dev server (SQLite under .ratioloop/) is used; set TEMPORAL_ADDRESS,
 TEMPORAL_NAMESPACE and TEMPORAL_TLS_CERT/KEY/CA or TEMPORAL_API_KEY to use any Temporal cluster or Temporal Cloud.
+
+Control (pause, unpause, set-iterations, stop-after-iteration, skip-stage) is checked when sent and applied at the
+next stage boundary: the running stage is never interrupted. A stage may be skipped only if no later stage of its
+iteration needs its outputs (skip evaluate, then train, ...).
 
 Upgrades: \`ratioloop bundle\` builds the workflow code once (build id = its sha256); start control workers with
 --bundle FILE (or RATIOLOOP_WORKFLOW_BUNDLE) so every machine runs the same code. Running runs pick up new workflow
@@ -239,6 +246,21 @@ async function main(argv: string[]): Promise<number> {
       return withTemporal(async (client) => {
         await cancelRun(client, id);
         process.stdout.write(`cancellation requested for ${id}\n`);
+        return EXIT.ok;
+      });
+    }
+    case 'pause':
+    case 'unpause':
+    case 'stop-after-iteration':
+    case 'set-iterations':
+    case 'skip-stage': {
+      const want = { 'set-iterations': ['RUN_ID', 'K'], 'skip-stage': ['RUN_ID', 'ITER', 'STAGE'] }[cmd as string] ?? ['RUN_ID'];
+      const [id, ...args] = need(positionals, want.length, want.join(' '));
+      validateRunId(id!);
+      return withTemporal(async (client) => {
+        const ctl = await controlRun(client, runsDir, id!, cmd, args);
+        const skip = ctl.skip.length ? `, skip ${ctl.skip.map((x) => x.replace(':', ' ')).join(', ')}` : '';
+        process.stdout.write(`${cmd} accepted by run ${id!}: ${ctl.paused ? 'paused' : 'not paused'}, ${ctl.iterations} iteration${ctl.iterations > 1 ? 's' : ''}${skip} (applied at the next stage boundary)\n`);
         return EXIT.ok;
       });
     }

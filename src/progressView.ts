@@ -27,6 +27,7 @@ export function statusLines(st: RunStatus, now = Date.now()): string[] {
       let detail = '';
       if (s?.status === 'running' && live) detail = liveText(live, now);
       else if (s?.status === 'running' && s.startedAt) detail = `running ${fmtDur(now - Date.parse(s.startedAt))}`;
+      else if (s?.status === 'skipped' && s.note) detail = `skipped (${s.note})`;
       else if (s?.status === 'done' || s?.status === 'skipped') detail = `${s.status} in ${fmtDur(s.durationMs ?? 0)}`;
       else if (s?.status === 'failed' || s?.status === 'cancelled') detail = `${s.status}: ${(s.error ?? '').split('\n')[0]}`;
       else detail = s?.status ?? 'pending';
@@ -34,6 +35,16 @@ export function statusLines(st: RunStatus, now = Date.now()): string[] {
     }
   }
   if (rec.error) lines.push(`  error: ${rec.error.split('\n')[0]}`);
+  const open = (st.temporal?.status ?? rec.status).toLowerCase() === 'running';
+  const ctl = rec.control;
+  if (open && ctl) {
+    const pending: string[] = [];
+    if (ctl.paused) pending.push('paused (holds before the next stage; ratioloop unpause to go on)');
+    const upcoming = ctl.skip.filter((x) => !rec.stages.some((s) => `${s.iteration}:${s.stage}` === x && s.status === 'skipped'));
+    if (upcoming.length) pending.push(`skip ${upcoming.map((x) => x.replace(':', ' ')).join(', ')}`);
+    if (pending.length) lines.push(`  control: ${pending.join('; ')}`);
+  }
+  for (const q of st.unserved ?? []) lines.push(`  waiting: no worker is polling queue ${q}`);
   return lines;
 }
 

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { RunPlan, RunState, StageName, StageStatus } from '../workflows/types';
+import type { RunControl, RunPlan, RunState, StageName, StageStatus } from '../workflows/types';
 
 export const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -43,6 +43,8 @@ export interface RunRecord {
   workflowRunIds: string[];
   /** Workflow executions of this run (one per iteration with continue-as-new), with the bundle build id that ran each. */
   executions?: { workflowRunId: string; startedAt: string; fromIteration?: number; buildId?: string }[];
+  /** Control requests in force (pause, iteration count, stages to skip), as the workflow accepted them. */
+  control?: RunControl & { updatedAt: string };
   stages: StageRecord[];
 }
 

@@ -51,6 +51,11 @@ describe('ratioloop CLI', () => {
     const resume = await cli('resume', 'some-run', '--iterations', '0');
     expect(resume.exitCode).toBe(2);
   });
+  it("the workflow's iteration maximum is the config schema's", async () => {
+    const { configJsonSchema } = await import('../src/config/jsonSchema');
+    const { MAX_ITERATIONS } = await import('../workflows/messages');
+    expect((configJsonSchema() as { properties: { iterations: { maximum: number } } }).properties.iterations.maximum).toBe(MAX_ITERATIONS);
+  });
   it('bundle writes the workflow bundle and prints its build id (the sha256 of the file)', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-bundle-'));
     const out = path.join(dir, 'wf.js');

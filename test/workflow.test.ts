@@ -10,7 +10,8 @@ import { client, fixturePlan, fixtureScripts, fixtureWorkers, runRecord, setting
 import Long from 'long';
 import type { Logger } from 'pino';
 import { Client as TemporalClient } from '@temporalio/client';
-import { resumeRun } from '../src/client/runs';
+import { controlRun, resumeRun, runStatus } from '../src/client/runs';
+import { statusLines } from '../src/progressView';
 import { prepareNamespace, type NamespaceServices } from '../src/temporal';
 import { startWorkers } from '../src/worker';
 
@@ -203,6 +204,119 @@ describe('clusters without privileges', () => {
       expect((await runRecord(plan)).executions).toHaveLength(2);
     } finally {
       await workers.shutdown();
+    }
+  });
+});
+
+describe('control while running', () => {
+  const runsDirOf = (plan: RunPlan): string => path.dirname(plan.runDir);
+  const waitUntil = async (what: string, ok: () => Promise<boolean>): Promise<void> => {
+    for (let i = 0; i < 600; i++) {
+      if (await ok()) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+  const stageIs = (plan: RunPlan, k: number, stage: string, status: string) => async () =>
+    (await runRecord(plan)).stages.some((s) => s.iteration === k && s.stage === stage && s.status === status);
+
+  it('pause holds at the next stage boundary (the running stage finishes); status shows it; unpause goes on', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'pause-me', { sample: { sleep_s: 3 } });
+    plan.iterations = 1;
+    const workers = await fixtureWorkers(plan);
+    try {
+      const h = await start(plan);
+      await waitUntil('sample running', stageIs(plan, 1, 'sample', 'running'));
+      expect((await controlRun(c, runsDirOf(plan), plan.runId, 'pause', [])).paused).toBe(true);
+      await waitUntil('sample done', stageIs(plan, 1, 'sample', 'done'));
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await invocations(plan)).filter((l) => l.includes('score'))).toEqual([]);
+      expect((await h.query(progressQuery)).waiting).toBe(true);
+      const lines = statusLines(await runStatus(c, runsDirOf(plan), plan.runId));
+      expect(lines.join('\n')).toContain('control: paused');
+      expect((await controlRun(c, runsDirOf(plan), plan.runId, 'unpause', [])).paused).toBe(false);
+      expect((await h.result()).status).toBe('completed');
+      expect(await invocations(plan)).toHaveLength(5);
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
+  it('set-iterations K raises the count of a running run (validated: 1..100, not below the current iteration)', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'more-iters', { sample: { sleep_s: 2 } });
+    plan.iterations = 1;
+    const workers = await fixtureWorkers(plan);
+    try {
+      const h = await start(plan);
+      await waitUntil('sample running', stageIs(plan, 1, 'sample', 'running'));
+      await expect(controlRun(c, runsDirOf(plan), plan.runId, 'set-iterations', ['101'])).rejects.toThrow(/set-iterations refused: iterations must be an integer from 1 to 100/);
+      await expect(controlRun(c, runsDirOf(plan), plan.runId, 'set-iterations', ['x'])).rejects.toThrow(/K must be an integer/);
+      expect((await controlRun(c, runsDirOf(plan), plan.runId, 'set-iterations', ['2'])).iterations).toBe(2);
+      expect((await h.result()).status).toBe('completed');
+      const rec = await runRecord(plan);
+      expect(rec.plan.iterations).toBe(2);
+      expect(rec.stages.filter((s) => s.status === 'done')).toHaveLength(10);
+      expect(rec.executions).toHaveLength(2);
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
+  it('stop-after-iteration ends a 3-iteration run after the current one', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'stop-early', { sample: { sleep_s: 2 } });
+    plan.iterations = 3;
+    const workers = await fixtureWorkers(plan);
+    try {
+      const h = await start(plan);
+      await waitUntil('sample running', stageIs(plan, 1, 'sample', 'running'));
+      expect((await controlRun(c, runsDirOf(plan), plan.runId, 'stop-after-iteration', [])).iterations).toBe(1);
+      expect((await h.result()).status).toBe('completed');
+      const rec = await runRecord(plan);
+      expect(rec.stages.map((s) => s.iteration)).toEqual([1, 1, 1, 1, 1]);
+      expect(rec.plan.iterations).toBe(1);
+      expect(rec.control?.iterations).toBe(1);
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
+  it('skip-stage skips a stage when reached; refuses one a later stage needs or one already started', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'skip-eval', { sample: { sleep_s: 2 } });
+    plan.iterations = 1;
+    const workers = await fixtureWorkers(plan);
+    try {
+      const h = await start(plan);
+      await waitUntil('sample running', stageIs(plan, 1, 'sample', 'running'));
+      await expect(controlRun(c, runsDirOf(plan), plan.runId, 'skip-stage', ['1', 'score'])).rejects.toThrow(/iteration 1 pairs needs score's outputs/);
+      await expect(controlRun(c, runsDirOf(plan), plan.runId, 'skip-stage', ['1', 'sample'])).rejects.toThrow(/already started/);
+      await expect(controlRun(c, runsDirOf(plan), plan.runId, 'skip-stage', ['1', 'judge'])).rejects.toThrow(/STAGE must be one of/);
+      expect((await controlRun(c, runsDirOf(plan), plan.runId, 'skip-stage', ['1', 'evaluate'])).skip).toEqual(['1:evaluate']);
+      const status = statusLines(await runStatus(c, runsDirOf(plan), plan.runId)).join('\n');
+      expect(status).toContain('control: skip 1 evaluate');
+      expect((await h.result()).status).toBe('completed');
+      const rec = await runRecord(plan);
+      expect(rec.stages.find((s) => s.stage === 'evaluate')).toMatchObject({ status: 'skipped', note: 'skipped on request' });
+      expect((await invocations(plan)).filter((l) => l.includes('evaluate'))).toEqual([]);
+      expect(rec.stages.find((s) => s.stage === 'train')?.status).toBe('done');
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
+  it('with no worker: status says which queue nobody polls, and a control request gives up with that advice', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'no-worker');
+    const h = await start(plan);
+    try {
+      const st = await runStatus(c, runsDirOf(plan), plan.runId);
+      expect(statusLines(st).join('\n')).toContain(`waiting: no worker is polling queue ${plan.queues.control}`);
+      await expect(controlRun(c, runsDirOf(plan), plan.runId, 'pause', [], 1500)).rejects.toThrow(`no worker seems to serve ${plan.queues.control}`);
+    } finally {
+      await h.terminate('test over');
     }
   });
 });

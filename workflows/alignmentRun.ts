@@ -4,8 +4,10 @@
 // commands goes behind patched() (docs/architecture.md, Versioning); test/replay.test.ts replays recorded histories.
 import {
   ActivityCancellationType,
+  allHandlersFinished,
   ApplicationFailure,
   CancellationScope,
+  condition,
   ContinueAsNew,
   isCancellation,
   makeContinueAsNewFunc,
@@ -16,9 +18,19 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ControlActivities, StageActivities } from '../activities/types';
-import { ITERATION_ATTR, progressQuery, STAGE_ATTR } from './messages';
-import { iterationStatuses, nextPolicy, stageInputs } from './plan';
-import type { InputRef, RunOptions, RunPlan, RunProgress, RunResumePoint, StageName, StageResult, StageStatus } from './types';
+import {
+  ITERATION_ATTR,
+  MAX_ITERATIONS,
+  pauseUpdate,
+  progressQuery,
+  setIterationsUpdate,
+  skipStageUpdate,
+  STAGE_ATTR,
+  stopAfterIterationUpdate,
+  unpauseUpdate,
+} from './messages';
+import { iterationStatuses, nextPolicy, skipProblem, stageInputs } from './plan';
+import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumePoint, StageName, StageResult, StageStatus } from './types';
 
 /** Patch ids: one per change to the command sequence. Histories recorded before a patch replay its old branch. */
 export const PATCHES = {
@@ -53,7 +65,8 @@ function errorMessage(err: unknown): string {
 export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promise<RunProgress> {
   const from: RunResumePoint = opts.from ?? { iteration: 1, ...(plan.staticInputs.policy ? { policy: plan.staticInputs.policy } : {}) };
   const useAttributes = opts.searchAttributes !== false;
-  const state: RunProgress = { runId: plan.runId, status: 'running', iteration: from.iteration, iterations: plan.iterations, stages: iterationStatuses(plan, from.iteration, from.done) };
+  const ctl: RunControl = { paused: opts.control?.paused ?? false, iterations: plan.iterations, skip: [...(opts.control?.skip ?? [])] };
+  const state: RunProgress = { runId: plan.runId, status: 'running', iteration: from.iteration, iterations: plan.iterations, stages: iterationStatuses(plan, from.iteration, from.done), control: ctl };
   setHandler(progressQuery, () => state);
 
   const control = proxyActivities<ControlActivities>({
@@ -67,25 +80,76 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
   const continueAsNew = makeContinueAsNewFunc<typeof alignmentRun>(useAttributes ? { typedSearchAttributes: workflowInfo().typedSearchAttributes } : {});
   /** Continue-as-new to `next` if this code may (a history from before the patch keeps looping in one execution). */
   const maybeContinue = async (next: RunResumePoint): Promise<void> => {
-    if (patched(PATCHES.continueAsNew)) await continueAsNew(plan, { ...opts, from: next });
+    if (!patched(PATCHES.continueAsNew)) return;
+    // Control handlers may still be recording; the new execution gets the control state they set.
+    if (!allHandlersFinished()) await condition(allHandlersFinished);
+    const skip = ctl.skip.filter((x) => Number(x.split(':')[0]) >= next.iteration);
+    await continueAsNew({ ...plan, iterations: ctl.iterations }, { ...opts, from: next, control: { paused: ctl.paused, skip } });
   };
+
+  // Control: validated when sent (a rejected request changes nothing), applied at the next stage boundary.
+  const running = (): void => {
+    if (state.status !== 'running') throw new Error(`run ${plan.runId} is ${state.status}`);
+  };
+  const applied = async (): Promise<RunControl> => {
+    state.iterations = ctl.iterations;
+    await control.recordControl({ runDir: plan.runDir, control: ctl });
+    return ctl;
+  };
+  const checkIterations = (n: number): void => {
+    running();
+    if (!Number.isInteger(n) || n < 1 || n > MAX_ITERATIONS) throw new Error(`iterations must be an integer from 1 to ${MAX_ITERATIONS}`);
+    if (n < state.iteration) throw new Error(`iteration ${state.iteration} is already running: iterations must be at least ${state.iteration}`);
+  };
+  setHandler(pauseUpdate, async () => ((ctl.paused = true), applied()), { validator: running });
+  setHandler(unpauseUpdate, async () => ((ctl.paused = false), applied()), { validator: running });
+  setHandler(setIterationsUpdate, async (n) => ((ctl.iterations = n), applied()), { validator: checkIterations });
+  setHandler(stopAfterIterationUpdate, async () => ((ctl.iterations = state.iteration), applied()), { validator: running });
+  setHandler(
+    skipStageUpdate,
+    async ({ iteration, stage }) => {
+      if (!ctl.skip.includes(`${iteration}:${stage}`)) ctl.skip.push(`${iteration}:${stage}`);
+      return applied();
+    },
+    {
+      validator: ({ iteration, stage }: { iteration: number; stage: StageName }) => {
+        running();
+        if (!Number.isInteger(iteration) || iteration < 1 || iteration > ctl.iterations) throw new Error(`iteration must be from 1 to ${ctl.iterations}`);
+        const started = state.stages.filter((s) => s.status !== 'pending').map((s) => s.stage);
+        const problem = skipProblem(plan, iteration, stage, { iteration: state.iteration, started }, ctl.skip);
+        if (problem) throw new Error(problem);
+      },
+    },
+  );
 
   // The control worker answers with its bundle's build id; histories recorded before that answer undefined.
   const buildId = (await recordRun())?.buildId;
   let policy: InputRef | undefined = from.policy;
   let current: StageStatus | undefined;
   try {
-    for (let k = from.iteration; k <= plan.iterations; k++) {
+    for (let k = from.iteration; k <= ctl.iterations; k++) {
       if (k !== state.iteration) {
         state.iteration = k;
         state.stages = iterationStatuses(plan, k);
       }
       if (useAttributes) upsertSearchAttributes([{ key: ITERATION_ATTR, value: k }]);
       const done: Partial<Record<StageName, StageResult>> = k === from.iteration ? { ...from.done } : {};
+      const handled = (s: StageName): boolean => Boolean(done[s]) || ctl.skip.includes(`${k}:${s}`);
       for (const stage of plan.stages) {
         if (done[stage]) continue;
         const status = state.stages.find((s) => s.stage === stage);
         if (!status) throw ApplicationFailure.nonRetryable(`no status slot for ${stage} in iteration ${k}`);
+        if (ctl.paused) {
+          state.waiting = true;
+          await condition(() => !ctl.paused);
+          state.waiting = false;
+        }
+        if (ctl.skip.includes(`${k}:${stage}`)) {
+          status.status = 'skipped';
+          status.note = 'skipped on request';
+          await record(status);
+          continue;
+        }
         current = status;
         if (useAttributes) upsertSearchAttributes([{ key: STAGE_ATTR, value: stage }]);
         status.status = 'running';
@@ -108,14 +172,15 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
         status.metrics = result.metrics;
         current = undefined;
         await record(status);
-        const more = plan.stages.some((s) => !done[s]);
+        const more = plan.stages.some((s) => !handled(s));
         if (more && workflowInfo().continueAsNewSuggested) await maybeContinue({ iteration: k, ...(policy ? { policy } : {}), done });
       }
       policy = nextPolicy(policy, done);
-      if (k < plan.iterations) await maybeContinue({ iteration: k + 1, ...(policy ? { policy } : {}) });
+      if (k < ctl.iterations) await maybeContinue({ iteration: k + 1, ...(policy ? { policy } : {}) });
     }
     state.status = 'completed';
     await recordRun();
+    if (!allHandlersFinished()) await condition(allHandlersFinished);
     return state;
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;

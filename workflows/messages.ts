@@ -1,9 +1,19 @@
-// Queries and search-attribute keys of the alignment workflow. Cancellation is Temporal's own workflow cancellation.
-import { defineQuery } from '@temporalio/workflow';
+// Queries, control updates and search-attribute keys of the alignment workflow. Cancellation is Temporal's own
+// workflow cancellation. Control updates are validated when sent and take effect at the next stage boundary.
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { SearchAttributeKey } from '@temporalio/common/lib/search-attributes';
-import type { RunProgress } from './types';
+import type { RunControl, RunProgress, StageName } from './types';
 
 export const progressQuery = defineQuery<RunProgress>('progress');
+
+export const pauseUpdate = defineUpdate<RunControl>('pause');
+export const unpauseUpdate = defineUpdate<RunControl>('unpause');
+export const setIterationsUpdate = defineUpdate<RunControl, [number]>('setIterations');
+export const stopAfterIterationUpdate = defineUpdate<RunControl>('stopAfterIteration');
+export const skipStageUpdate = defineUpdate<RunControl, [{ iteration: number; stage: StageName }]>('skipStage');
+
+/** The config schema's maximum for `iterations` (test/config.test.ts checks they agree): workflows import no zod. */
+export const MAX_ITERATIONS = 100;
 
 // Registered on the server (idempotently) by src/temporal.ts before any run starts.
 export const RUN_ID_ATTR: SearchAttributeKey<'KEYWORD'> = { name: 'RatioloopRunId', type: 'KEYWORD' };

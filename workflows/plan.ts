@@ -54,3 +54,21 @@ export function iterationStatuses(plan: RunPlan, k: number, done: Partial<Record
     return r ? { ...base, status: r.skipped ? 'skipped' : 'done', durationMs: r.durationMs, metrics: r.metrics } : base;
   });
 }
+
+/** Later stages of the same iteration that need a stage's outputs (evaluate falls back to the policy without train). */
+export const DEPENDENTS: Record<StageName, readonly StageName[]> = {
+  sample: ['score', 'pairs'],
+  score: ['pairs'],
+  pairs: ['train'],
+  train: [],
+  evaluate: [],
+};
+
+/** Why stage `stage` of iteration k may not be skipped now, or undefined if it may. */
+export function skipProblem(plan: RunPlan, k: number, stage: StageName, current: { iteration: number; started: readonly StageName[] }, skip: readonly string[]): string | undefined {
+  if (!plan.stages.includes(stage)) return `stage ${stage} is not part of this run (stages: ${plan.stages.join(', ')})`;
+  if (k < current.iteration || (k === current.iteration && current.started.includes(stage))) return `iteration ${k} ${stage} has already started`;
+  const blocking = DEPENDENTS[stage].filter((d) => plan.stages.includes(d) && !skip.includes(`${k}:${d}`));
+  if (blocking.length) return `iteration ${k} ${blocking.join(', ')} need${blocking.length === 1 ? 's' : ''} ${stage}'s outputs: skip ${blocking.join(' and ')} first`;
+  return undefined;
+}

@@ -70,9 +70,20 @@ export interface RunResumePoint {
   done?: Partial<Record<StageName, StageResult>>;
 }
 
+/** Control requests a running run has accepted (carried across continue-as-new; shown by `status`). */
+export interface RunControl {
+  /** Hold before the next stage starts (the running stage goes on). */
+  paused: boolean;
+  /** The iteration count now in force (set-iterations, stop-after-iteration). */
+  iterations: number;
+  /** Stages to skip when reached, as "k:stage". */
+  skip: string[];
+}
+
 /** The workflow's second argument: how to run, not what (that is the plan). */
 export interface RunOptions {
   from?: RunResumePoint;
+  control?: Omit<RunControl, 'iterations'>;
   /** false on clusters where ratioloop's search attributes are not registered: the workflow never upserts them. */
   searchAttributes?: boolean;
 }
@@ -111,6 +122,8 @@ export interface StageStatus {
   durationMs?: number;
   error?: string;
   metrics?: Record<string, unknown>;
+  /** Why a stage has this status when it is not the usual reason (e.g. skipped on request). */
+  note?: string;
 }
 
 export type RunState = 'running' | 'completed' | 'failed' | 'cancelled';
@@ -123,6 +136,9 @@ export interface RunProgress {
   /** The current iteration's stages (earlier iterations are in run.json: workflow state stays bounded). */
   stages: StageStatus[];
   error?: string;
+  control?: RunControl;
+  /** True while held at a stage boundary by `pause`. */
+  waiting?: boolean;
 }
 
 /** Live progress of a running stage, carried in activity heartbeats. */

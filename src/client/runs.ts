@@ -1,9 +1,17 @@
 // Client-side run operations: start, resume, cancel, status (run store + live heartbeat details), list.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, defaultPayloadConverter } from '@temporalio/client';
-import { RUN_ID_ATTR } from '../../workflows/messages';
-import type { RunPlan, StageHeartbeat } from '../../workflows/types';
+import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError, defaultPayloadConverter } from '@temporalio/client';
+import {
+  pauseUpdate,
+  RUN_ID_ATTR,
+  setIterationsUpdate,
+  skipStageUpdate,
+  stopAfterIterationUpdate,
+  unpauseUpdate,
+} from '../../workflows/messages';
+import { ALL_STAGES } from '../../workflows/plan';
+import type { RunControl, RunPlan, StageHeartbeat, StageName } from '../../workflows/types';
 import { projectRoot } from '../paths';
 import { readRun, runDirOf, writeJsonAtomic, type RunRecord } from '../runStore';
 import { configHash, resolvePlan } from '../config/resolve';
@@ -121,10 +129,74 @@ export async function cancelRun(client: Client, runId: string): Promise<void> {
   }
 }
 
+export const CONTROL_VERBS = ['pause', 'unpause', 'set-iterations', 'stop-after-iteration', 'skip-stage'] as const;
+export type ControlVerb = (typeof CONTROL_VERBS)[number];
+
+/**
+ * Send a control request to a running run and wait until the workflow accepts (or its validator rejects) it; it takes
+ * effect at the next stage boundary. Gives up after timeoutMs when no control worker answers.
+ */
+export async function controlRun(client: Client, runsDir: string, runId: string, verb: ControlVerb, args: string[], timeoutMs = 30_000): Promise<RunControl> {
+  const rec = await readRun(runDirOf(runsDir, runId)).catch(() => undefined);
+  const handle = client.workflow.getHandle(runId);
+  try {
+    const desc = await handle.describe();
+    if (desc.status.name !== 'RUNNING') throw new UserError(`run ${runId} is not running (${desc.status.name.toLowerCase()}); control requests need a running run`);
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw new UserError(`no run ${runId} on this Temporal server`);
+    throw e;
+  }
+  const int = (v: string | undefined, what: string): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isInteger(n)) throw new UserError(`${verb}: ${what} must be an integer`);
+    return n;
+  };
+  let sent: Promise<RunControl>;
+  switch (verb) {
+    case 'pause':
+      sent = handle.executeUpdate(pauseUpdate);
+      break;
+    case 'unpause':
+      sent = handle.executeUpdate(unpauseUpdate);
+      break;
+    case 'stop-after-iteration':
+      sent = handle.executeUpdate(stopAfterIterationUpdate);
+      break;
+    case 'set-iterations':
+      sent = handle.executeUpdate(setIterationsUpdate, { args: [int(args[0], 'K')] });
+      break;
+    case 'skip-stage': {
+      const iteration = int(args[0], 'ITER');
+      const stage = args[1] as StageName;
+      if (!ALL_STAGES.includes(stage)) throw new UserError(`skip-stage: STAGE must be one of ${ALL_STAGES.join(', ')}`);
+      sent = handle.executeUpdate(skipStageUpdate, { args: [{ iteration, stage }] });
+      break;
+    }
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const queue = rec?.plan.queues.control ?? 'its control queue';
+      reject(new UserError(`no answer from run ${runId} within ${Math.round(timeoutMs / 1000)} s: no worker seems to serve ${queue}. Start one (\`ratioloop worker --queues control\` or \`ratioloop resume ${runId}\`) and send the request again`));
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([sent, timeout]);
+  } catch (e) {
+    if (e instanceof WorkflowUpdateFailedError) throw new UserError(`${verb} refused: ${e.cause?.message ?? e.message}`);
+    throw e;
+  } finally {
+    clearTimeout(timer);
+    sent.catch(() => undefined);
+  }
+}
+
 export interface RunStatus {
   record: RunRecord;
   temporal?: { status: string; runId: string; startTime: string; closeTime?: string };
   live: StageHeartbeat[];
+  /** Queues the run is waiting on that no worker polls ("why nothing moves"). */
+  unserved?: string[];
 }
 
 export async function runStatus(client: Client | undefined, runsDir: string, runId: string): Promise<RunStatus> {
@@ -145,8 +217,26 @@ export async function runStatus(client: Client | undefined, runsDir: string, run
       const p = pa.heartbeatDetails?.payloads?.[0];
       if (p) out.live.push(defaultPayloadConverter.fromPayload<StageHeartbeat>(p));
     }
+    if (desc.status.name === 'RUNNING') out.unserved = await unservedQueues(client, record.plan, record);
   } catch (e) {
     if (!(e instanceof WorkflowNotFoundError)) throw e;
+  }
+  return out;
+}
+
+/** The run's control queue (workflow tasks) and the running stage's queue (activity tasks), when nobody polls them. */
+async function unservedQueues(client: Client, plan: RunPlan, rec: RunRecord): Promise<string[]> {
+  const wanted: { name: string; type: 1 | 2 }[] = [{ name: plan.queues.control, type: 1 }]; // TASK_QUEUE_TYPE_WORKFLOW = 1, ACTIVITY = 2
+  const runningStage = rec.stages.find((s) => s.status === 'running');
+  if (runningStage) wanted.push({ name: plan.queues[runningStage.queue], type: 2 });
+  const out: string[] = [];
+  for (const q of wanted) {
+    try {
+      const r = await client.workflowService.describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: q.name }, taskQueueType: q.type });
+      if ((r.pollers ?? []).length === 0) out.push(q.name);
+    } catch {
+      // not allowed or not supported here: say nothing rather than guess
+    }
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // Records the replay-test histories from real runs of the fixture stages (not a test: run it by hand after a
 // deliberate, patched() change to the workflow, to add histories made by the new code):
-//   npx tsx test/histories/record.ts LABEL        → test/histories/LABEL-<scenario>-<execution>.binpb
+//   npx tsx test/histories/record.ts LABEL [SCENARIO...]   → test/histories/LABEL-<scenario>-<execution>.binpb
 // Each file is one workflow execution (temporal.api.history.v1.History, binary protobuf); a continued-as-new run gives one file per
 // execution. Old files are kept: they are what proves new code still replays runs that old code started.
 import { stat, writeFile, mkdtemp, rm } from 'node:fs/promises';
@@ -12,11 +12,13 @@ import { startDevServer } from '../../src/devServer';
 import { startWorkers } from '../../src/worker';
 import type { RunPlan } from '../../workflows/types';
 import { fixturePlan, fixtureScripts } from '../helpers';
+import { controlRun } from '../../src/client/runs';
+import { readRun } from '../../src/runStore';
 
 // @temporalio/proto is CommonJS: its namespace comes through the default export under ESM.
 const { temporal } = protoPkg;
 
-const label = process.argv[2];
+const [label, ...only] = process.argv.slice(2);
 if (!label || !/^[a-z0-9-]+$/.test(label)) {
   process.stderr.write('usage: npx tsx test/histories/record.ts LABEL (lowercase letters, digits, -)\n');
   process.exit(2);
@@ -56,12 +58,38 @@ const scenarios: Scenario[] = [
   },
 ];
 
+async function stageStatus(plan: RunPlan, k: number, stage: string, status: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if ((await readRun(plan.runDir)).stages.some((s) => s.iteration === k && s.stage === stage && s.status === status)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for iteration ${k} ${stage} ${status}`);
+}
+
+scenarios.push({
+  // Every control verb: pause across a boundary, more iterations, a skipped stage, unpause, stop after iteration 2.
+  name: 'control',
+  fixture: { sample: { sleep_s: 3 } },
+  iterations: 1,
+  drive: async (plan, client) => {
+    const runsDir = path.dirname(plan.runDir);
+    await stageStatus(plan, 1, 'sample', 'running');
+    await controlRun(client, runsDir, plan.runId, 'pause', []);
+    await stageStatus(plan, 1, 'sample', 'done');
+    await controlRun(client, runsDir, plan.runId, 'set-iterations', ['3']);
+    await controlRun(client, runsDir, plan.runId, 'skip-stage', ['1', 'evaluate']);
+    await controlRun(client, runsDir, plan.runId, 'unpause', []);
+    await stageStatus(plan, 2, 'sample', 'running');
+    await controlRun(client, runsDir, plan.runId, 'stop-after-iteration', []);
+  },
+});
+
 const server = await startDevServer({ dir: path.join(dir, 'temporal') });
 const connection = await Connection.connect({ address: server.address });
 const client = new Client({ connection });
 try {
   await writeFile(flag, 'x');
-  for (const sc of scenarios) {
+  for (const sc of scenarios.filter((x) => only.length === 0 || only.includes(x.name))) {
     const runId = `${label}-${sc.name}`;
     const plan = await fixturePlan(path.join(dir, sc.name), runId, sc.fixture);
     plan.iterations = sc.iterations;
