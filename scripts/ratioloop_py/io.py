@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -125,20 +126,54 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def sha256_path(path: str | os.PathLike[str]) -> str:
-    """Content hash of a file, or of a folder (relative names + file hashes, sorted).
+class HashPathError(BadInput):
+    """A folder cannot be hashed: a broken symlink or a symlink cycle inside it."""
 
-    Must match activities/manifests.ts hashPath so TS and Python agree on references.
+
+def _list_files(root: Path, rel: str, chain: frozenset[str], out: list[tuple[bytes, str, Path]]) -> None:
+    # `chain` holds the real paths of the folders above, so a link back up is an error rather than an endless walk.
+    for name in os.listdir(root):
+        if name.startswith("."):
+            continue
+        full = root / name
+        r = f"{rel}/{name}" if rel else name
+        try:
+            st = full.stat()  # follows symlinks
+        except FileNotFoundError:
+            if full.is_symlink():
+                raise HashPathError(f"{r}: broken symlink (points to {os.readlink(full)})") from None
+            raise
+        if stat.S_ISDIR(st.st_mode):
+            real = os.path.realpath(full)
+            if real in chain:
+                raise HashPathError(f"{r}: symlink cycle (leads back to {real})")
+            _list_files(full, r, chain | {real}, out)
+        elif stat.S_ISREG(st.st_mode):
+            out.append((r.encode("utf-8"), r, full))
+        # sockets, fifos and devices carry no content: not part of the hash
+
+
+def folder_entries(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """The files a folder's hash covers, in hash order (relative path, path)."""
+    out: list[tuple[bytes, str, Path]] = []
+    _list_files(Path(path), "", frozenset({os.path.realpath(path)}), out)
+    return [(r, f) for _, r, f in sorted(out, key=lambda e: e[0])]
+
+
+def sha256_path(path: str | os.PathLike[str]) -> str:
+    """Content hash of a file's bytes, or of a folder: the definition in src/contentHash.ts (docs/architecture.md).
+
+    Every regular file below the folder, symlinks followed to their targets, names starting with "." skipped at any
+    depth, as "relative/path\0sha256hex\n" lines sorted by the UTF-8 bytes of the relative path.
     """
     p = Path(path)
-    if p.is_file():
+    if not p.is_dir():
+        if p.is_symlink() and not p.exists():
+            raise HashPathError(f"{p}: broken symlink (points to {os.readlink(p)})")
         return sha256_file(p)
     h = hashlib.sha256()
-    for f in sorted(x for x in p.rglob("*") if x.is_file()):
-        rel = f.relative_to(p).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        h.update(rel.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    for rel, f in folder_entries(p):
+        h.update(rel.encode("utf-8") + b"\0" + sha256_file(f).encode() + b"\n")
     return h.hexdigest()
 
 
