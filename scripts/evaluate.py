@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "mt_bench": {"questions": None, "reference_answers": None, "prompts": "ratioloop", "judge": None},
     "judge": {"max_tokens": None, "concurrency": 4, "max_retries": 5, "backoff_s": 1.0, "timeout_s": 120.0,
               "cache": True, "cache_path": None, "max_invalid_share": 0.1, "position_debias": "auto",
-              "calibrate": False, "max_dominant_share": 0.9},
+              "calibrate": False, "max_dominant_share": 0.9, "consistency_check": False},
 }
 
 
@@ -495,13 +495,13 @@ class Evaluation:
                                "prompt_set": s["prompts"]}
         res_rows = alpaca_eval.judge_items(judge, judged_items, **jkw,
                                            on_done=lambda k: self.stage.progress(k, n, "alpaca_eval judgments"))
-        mirror = None
-        if self.debias(judge):  # the other order of every item, for the combination and the consistency rate
+        mirror, combine = None, self.debias(judge)
+        if combine or self.p["judge"]["consistency_check"]:  # the other order: combination and/or consistency rate
             mirror = alpaca_eval.judge_items(judge, informative.exchanged(judged_items), **jkw, on_done=lambda k:
                                              self.stage.progress(k, n, "alpaca_eval judgments, other order"))
         o1, o2, labels = informative.alpaca_orders(res_rows, mirror)
         jstats = informative.pairwise_stats(o1, o2, labels=labels, **self._inf())
-        if mirror is not None:
+        if mirror is not None and combine:
             res_rows = informative.alpaca_combine(res_rows, mirror)
             jstats["combined_orders"] = len(res_rows)
         annotator = f"ratioloop_{_safe(judge.name)}"
@@ -527,7 +527,7 @@ class Evaluation:
         extra = [] if res["length_controlled_winrate"] is not None else [res["lc_unavailable_because"]]
         if s["gamed"] is not None and not s["gamed_official"]:
             extra.append("df_gamed.csv is not the pinned official file")
-        if mirror is not None:
+        if mirror is not None and combine:
             extra.append("preferences combine both orders (judge.position_debias)")
         official = bool(s["i_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
         res.update(instructions=s["i_ref"], reference_outputs=s["r_ref"],

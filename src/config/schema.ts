@@ -221,6 +221,7 @@ export const EvaluateSchema = z.strictObject({
       position_debias: z.enum(['auto', 'on', 'off']).default('auto').describe('judge both orders and average the verdict log-probs (cancels an additive position bias); auto: local judges only, so API judges keep the official protocols'),
       calibrate: z.boolean().default(false).describe('with position_debias, also subtract the log-probs of a content-free pair (ArenaHard; one more judge call per question)'),
       max_dominant_share: prob.default(0.9).describe('judge_informative is false when one verdict position (or one MT-Bench rating) exceeds this share'),
+      consistency_check: z.boolean().default(false).describe('AlpacaEval: also judge the other order where the verdicts are not combined (API judges), only to measure position consistency; doubles those judge calls, verdicts unchanged'),
     })
     .prefault({}),
 });

@@ -429,3 +429,33 @@ def test_stage_arena_step_combines_and_calibrates_local_judge(tmp_path, tiny_mod
     res = ev.summary["arena_hard"]
     assert res["judge_informative"] is True and ev.metrics["arena_hard.judge_informative"] == 1
     assert res["judge_stats"]["consistency_p_value"] == pytest.approx(1 / 64)
+
+
+def test_stage_alpaca_step_consistency_check_keeps_api_verdicts(tmp_path, tiny_models):
+    """judge.consistency_check: an API-style judge is asked the other order too, only for the statistics: its
+    preferences (and the official protocol's numbers) stay the ones of the primary order."""
+    import evaluate
+    from ratioloop_py.stage import load_stage
+
+    def run(check: bool, out: str):
+        params = {"benchmarks": ["alpaca_eval"], "limit": 8, "cache_dir": str(tmp_path / "cache"),
+                  "judge": {"cache": False, "consistency_check": check},
+                  "models": {"policy": model_spec(tiny_models["strong"]), "judge": model_spec(tiny_models["weak"])}}
+        spec = make_spec(tmp_path, "evaluate", params, {"baseline": tiny_models["weak"]}, out=tmp_path / out)
+        ev = evaluate.Evaluation(load_stage(["--spec", str(spec)]))
+        s = ev.load_sets()["alpaca_eval"]
+        n = len(s["items"])
+        pol = {str(i): {"turns": [f"{GOOD if i % 2 == 0 else BAD} {i}"], "n_tokens": [2]} for i in range(n)}
+        base = {str(i): {"turns": [f"{BAD if i % 2 == 0 else GOOD} {i}"], "n_tokens": [2]} for i in range(n)}
+        j = FakeJudge(reads_answers, name="api-reader")
+        ev.run_alpaca(j, s, {"policy": {"alpaca_eval": pol}, "baseline": {"alpaca_eval": base}})
+        return ev, j, n
+
+    ev0, j0, n = run(False, "plain")
+    ev1, j1, _ = run(True, "checked")
+    a0, a1 = ev0.summary["alpaca_eval"], ev1.summary["alpaca_eval"]
+    assert j0.calls == n and j1.calls == 2 * n
+    assert a0["judge_stats"]["position_consistency"] is None and a0["judge_stats"]["consistency_not_measured"]
+    assert a1["judge_stats"]["position_consistency"] == 1.0 and a1["judge_informative"] is True
+    assert a1["win_rate"] == a0["win_rate"] and "combined_orders" not in a1["judge_stats"]
+    assert not any("combine both orders" in r for r in a1["not_comparable_because"])
