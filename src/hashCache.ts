@@ -39,8 +39,7 @@ export class HashCache {
 
   set(s: BigIntStats, sha256: string): void {
     const nowNs = BigInt(this.now()) * 1_000_000n;
-    const newest = s.mtimeNs > s.ctimeNs ? s.mtimeNs : s.ctimeNs;
-    if (nowNs - newest < RACY_MS * 1_000_000n) return;
+    if (nowNs - s.mtimeNs < RACY_MS * 1_000_000n) return;
     this.entries.set(HashCache.key(s), { size: String(s.size), mtimeNs: String(s.mtimeNs), ctimeNs: String(s.ctimeNs), sha256 });
     this.dirty = true;
   }

@@ -8,12 +8,15 @@ const fmtDur = (ms: number): string => {
 };
 
 export function liveText(h: StageHeartbeat, now = Date.now()): string {
-  if (!h.total) return `starting… (${fmtDur(now - h.startedAtMs)})`;
-  const elapsed = Math.max(1, h.updatedAtMs - h.startedAtMs) / 1000;
+  // Before the process reports progress the phase says what takes the time (hashing a 16 GB input, verifying outputs).
+  const label = h.phase && h.phase !== 'running' ? `${h.phase}: ` : '';
+  const since = h.phaseStartedAtMs ?? h.startedAtMs;
+  if (!h.total) return `${h.phase && h.phase !== 'running' ? h.phase : 'starting'}… (${fmtDur(now - since)})`;
+  const elapsed = Math.max(1, h.updatedAtMs - since) / 1000;
   const rate = h.done / elapsed;
   const eta = rate > 0 ? ((h.total - h.done) / rate) * 1000 : NaN;
   const pct = ((100 * h.done) / h.total).toFixed(0);
-  return `${h.done}/${h.total} ${h.unit} (${pct}%) ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s${Number.isFinite(eta) ? ` ETA ${fmtDur(eta)}` : ''}`;
+  return `${label}${h.done}/${h.total} ${h.unit} (${pct}%) ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s${Number.isFinite(eta) ? ` ETA ${fmtDur(eta)}` : ''}`;
 }
 
 export function statusLines(st: RunStatus, now = Date.now()): string[] {

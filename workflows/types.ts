@@ -150,4 +150,9 @@ export interface StageHeartbeat {
   unit: string;
   startedAtMs: number;
   updatedAtMs: number;
+  /** What the activity is doing; done/total count files while hashing. Absent from older workers. */
+  phase?: StagePhase;
+  phaseStartedAtMs?: number;
 }
+
+export type StagePhase = 'hashing inputs' | 'checking manifest' | 'running' | 'verifying';
