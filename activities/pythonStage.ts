@@ -1,13 +1,15 @@
 // THE way a Python stage runs (DESIGN §3). The only code that spawns stage processes: an argument array (no shell),
 // its own process group, JSON progress lines from stdout, the stderr tail kept for errors, the whole group killed
-// on cancel (SIGTERM, then SIGKILL after a grace period) and swept after exit so no rank outlives its stage.
+// on cancel (SIGTERM, then SIGKILL after a grace period) and swept after exit so no rank outlives its stage. The
+// process gets the worker's environment less its Temporal credentials (stageEnv.ts); what it prints is stored with
+// secret values scrubbed, in an owner-only log, and only a bounded tail is kept in memory for the failure.
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
-import { scrubSecrets } from '../src/log';
 import { projectRoot } from '../src/paths';
+import { scrubValues, stageEnvironment, type StageEnvironment } from './stageEnv';
 
 export type StageEvent =
   | { type: 'progress'; done: number; total: number; unit: string }
@@ -19,7 +21,10 @@ export interface PythonStageOptions {
   script: string;
   specPath: string;
   cwd: string;
+  /** Extra variables, set over `environment`. */
   env?: Record<string, string>;
+  /** The base environment and the secrets to scrub; default: the worker's (stageEnvironment with no params). */
+  environment?: StageEnvironment;
   signal?: AbortSignal;
   onEvent?: (e: StageEvent) => void;
   /** Appended with the stage's stderr, for people reading logs after the fact. */
@@ -49,6 +54,12 @@ export function stagePython(stage: string, params: unknown, python: string, defa
 export const EXIT_BAD_INPUT = 2;
 export const EXIT_RESOURCE = 3;
 const TAIL_LINES = 50;
+/** A tail line longer than this is cut (the attempt log keeps it whole): one 3 MB line must not become the failure. */
+export const TAIL_LINE_CHARS = 1_000;
+
+function capLine(line: string): string {
+  return line.length <= TAIL_LINE_CHARS ? line : `${line.slice(0, TAIL_LINE_CHARS)} … [${line.length - TAIL_LINE_CHARS} more characters in the attempt log]`;
+}
 
 export class PythonStageError extends Error {
   constructor(
@@ -103,11 +114,21 @@ async function waitGroupGone(pgid: number, ms: number): Promise<boolean> {
 export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
   const grace = opts.killGraceMs ?? 10_000;
   if (opts.signal?.aborted) throw new PythonStageError('cancelled before start', undefined, [], true);
-  const logStream = opts.logFile ? (await mkdir(path.dirname(opts.logFile), { recursive: true }), createWriteStream(opts.logFile, { flags: 'a' })) : undefined;
+  const environment = opts.environment ?? stageEnvironment(process.env, undefined);
+  const scrub = (line: string): string => scrubValues(line, environment.secrets);
+  let logStream: ReturnType<typeof createWriteStream> | undefined;
+  if (opts.logFile) {
+    // Owner-only: a stage can print what it should not; scrubbing is by known values and patterns only.
+    await mkdir(path.dirname(opts.logFile), { recursive: true, mode: 0o700 });
+    await chmod(path.dirname(opts.logFile), 0o700);
+    await chmod(opts.logFile, 0o600).catch(() => undefined); // a log from before this rule (a new one is created 0600)
+    logStream = createWriteStream(opts.logFile, { flags: 'a', mode: 0o600 });
+  }
 
   const child = execa(opts.python, [opts.script, '--spec', opts.specPath], {
     cwd: opts.cwd,
-    env: { PYTHONUNBUFFERED: '1', RATIOLOOP_WORKER_PID: String(process.pid), ...opts.env },
+    env: { ...environment.env, PYTHONUNBUFFERED: '1', RATIOLOOP_WORKER_PID: String(process.pid), ...opts.env },
+    extendEnv: false,
     detached: true, // own process group: one kill reaches every rank the stage starts
     stdin: 'ignore',
     buffer: false,
@@ -121,9 +142,10 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
     if (!child.stderr) return resolve();
     const rl = createInterface({ input: child.stderr });
     rl.on('line', (line) => {
-      tail.push(line);
+      const clean = scrub(line);
+      tail.push(capLine(clean));
       if (tail.length > TAIL_LINES) tail.shift();
-      logStream?.write(line + '\n');
+      logStream?.write(clean + '\n');
     });
     rl.on('close', resolve);
   });
@@ -133,7 +155,7 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
     rl.on('line', (line) => {
       const ev = parseEvent(line);
       if (ev) opts.onEvent?.(ev);
-      else logStream?.write(`[stdout] ${line}\n`);
+      else logStream?.write(`[stdout] ${scrub(line)}\n`);
     });
     rl.on('close', resolve);
   });
@@ -155,7 +177,7 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
       if (!(await waitGroupGone(pgid, grace))) killGroup(pgid, 'SIGKILL');
       await waitGroupGone(pgid, 5_000);
     }
-    const stderrTail = tail.map(scrubSecrets);
+    const stderrTail = [...tail];
     if (cancelled) throw new PythonStageError('stage cancelled', result.exitCode, stderrTail, true);
     if (result.exitCode === 0) return;
     const lastError = [...stderrTail].reverse().find((l) => l.startsWith('error:'));

@@ -8,7 +8,9 @@ import type { InputRef, StageHeartbeat, StagePhase, StageRequest, StageResult } 
 import { hashPath, manifestProblem, outputsByName, readManifest, specHash } from './manifests';
 import type { HashOptions } from '../src/contentHash';
 import { HashCache } from '../src/hashCache';
-import { EXIT_BAD_INPUT, EXIT_RESOURCE, PythonStageError, runPythonStage, stagePython } from './pythonStage';
+import { PythonStageError, runPythonStage, stagePython } from './pythonStage';
+import { stageEnvironment } from './stageEnv';
+import { toFailure } from './stageFailure';
 import { pythonPath } from '../src/paths';
 import { stageDirOf, writeJsonAtomic } from '../src/runStore';
 
@@ -78,18 +80,6 @@ async function guardPartialState(outputDir: string, hash: string): Promise<void>
   await writeFile(marker, hash + '\n');
 }
 
-function toFailure(e: unknown): ApplicationFailure {
-  if (e instanceof PythonStageError) {
-    const details = [{ exitCode: e.exitCode ?? null, stderrTail: e.stderrTail }];
-    if (e.exitCode === EXIT_BAD_INPUT) return ApplicationFailure.create({ message: e.message, type: 'BadInput', nonRetryable: true, details });
-    if (e.exitCode === EXIT_RESOURCE) return ApplicationFailure.create({ message: `out of memory or resources: ${e.message}`, type: 'ResourceExhausted', details });
-    const tail = e.stderrTail.slice(-50).join('\n');
-    return ApplicationFailure.create({ message: `${e.message}\n--- last stderr lines ---\n${tail}`, type: 'StageCrashed', details });
-  }
-  if (e instanceof ApplicationFailure) return e;
-  return ApplicationFailure.create({ message: e instanceof Error ? e.message : String(e), type: 'StageError' });
-}
-
 export function createStageActivities(deps: StageDeps): StageActivities {
   return {
     async runStage(req: StageRequest): Promise<StageResult> {
@@ -149,6 +139,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         // The timer above beats while the process lives, even when it prints nothing (model loading): a dead worker is
         // what the heartbeat timeout must catch.
         phase('running');
+        const attemptLog = path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.stderr.log`);
         try {
           await runPythonStage({
             python: stagePython(req.stage, req.params, deps.python, pythonPath()), // .venv-vllm for vLLM stages
@@ -157,7 +148,8 @@ export function createStageActivities(deps: StageDeps): StageActivities {
             cwd: deps.cwd,
             signal: ctx.cancellationSignal,
             killGraceMs: deps.killGraceMs,
-            logFile: path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.stderr.log`),
+            logFile: attemptLog,
+            environment: stageEnvironment(process.env, req.params),
             env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt) },
             onEvent: (ev) => {
               if (ev.type === 'progress') {
@@ -168,7 +160,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           });
         } catch (e) {
           if (e instanceof PythonStageError && e.cancelled) throw new CancelledFailure(`${req.stage} cancelled; its process group was killed`);
-          throw toFailure(e);
+          throw toFailure(e, { host: os.hostname(), attemptLog });
         }
 
         phase('verifying');

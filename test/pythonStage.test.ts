@@ -1,8 +1,10 @@
 // The stage runner on its own: progress events, error classification, stderr tail.
-import { writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PythonStageError, runPythonStage, type StageEvent } from '../activities/pythonStage';
+import { PythonStageError, runPythonStage, TAIL_LINE_CHARS, type StageEvent } from '../activities/pythonStage';
+import { stageEnvironment } from '../activities/stageEnv';
+import { FAILURE_LIMITS, toFailure } from '../activities/stageFailure';
 import { pythonPath, projectRoot } from '../src/paths';
 import { tmpDir } from './helpers';
 
@@ -47,5 +49,53 @@ describe('runPythonStage', () => {
     const err = (await p.catch((e: unknown) => e)) as PythonStageError;
     expect(err.cancelled).toBe(true);
     expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  it('a 3 MB stderr line: the attempt log keeps it whole, the tail and the failure are bounded, details carry no copy', async () => {
+    const dir = await tmpDir();
+    const logFile = path.join(dir, 'logs', 'attempt-1.stderr.log');
+    const file = await script('import sys\nprint("x" * 3_000_000, file=sys.stderr)\nfor i in range(100): print("é" * 3000, file=sys.stderr)\nsys.exit(1)\n');
+    const err = (await runPythonStage({ python: pythonPath(), script: file, specPath: '/dev/null', cwd: projectRoot, logFile }).catch((e: unknown) => e)) as PythonStageError;
+    expect(err.stderrTail.every((l) => l.length < TAIL_LINE_CHARS + 100)).toBe(true);
+    const log = await readFile(logFile, 'utf8');
+    expect(log.split('\n')[0]).toHaveLength(3_000_000);
+    const failure = toFailure(err, { host: 'gpu-7', attemptLog: logFile });
+    expect(failure.type).toBe('StageCrashed');
+    expect(Buffer.byteLength(failure.message, 'utf8')).toBeLessThanOrEqual(FAILURE_LIMITS.messageBytes);
+    expect(failure.message).toContain('(on gpu-7)');
+    expect(failure.message).toContain(logFile);
+    expect(JSON.stringify(failure.details)).toBe(JSON.stringify([{ exitCode: 1, host: 'gpu-7', attemptLog: logFile }]));
+    // A 3 MB error: line (the message itself) is bounded too.
+    const big = toFailure(new PythonStageError('y'.repeat(3_000_000), 2, [], false));
+    expect(big.nonRetryable).toBe(true);
+    expect(Buffer.byteLength(big.message, 'utf8')).toBeLessThanOrEqual(FAILURE_LIMITS.headChars);
+  });
+
+  it('the stage gets no Temporal credentials nor unnamed keys; named key values are scrubbed from the owner-only log', async () => {
+    const dir = await tmpDir();
+    const logFile = path.join(dir, 'logs', 'attempt-1.stderr.log');
+    const base = {
+      PATH: process.env.PATH, HOME: process.env.HOME, TOKENIZERS_PARALLELISM: 'false',
+      TEMPORAL_API_KEY: 'temporal-key-123456', TEMPORAL_TLS_KEY: '/etc/worker/tls.key', TEMPORAL_ADDRESS: 'temporal:7233',
+      JUDGE_KEY: 'judge-secret-value-42', OTHER_API_KEY: 'other-secret-value-7',
+    };
+    const environment = stageEnvironment(base, { evaluate: { judge: { endpoint: { api_key_env: 'JUDGE_KEY' } } } });
+    const file = await script([
+      'import os, sys',
+      'print("env:", ",".join(sorted(k for k in os.environ if not k.startswith(("PYTHON", "LC_", "RATIOLOOP_")))), file=sys.stderr)',
+      'print("calling judge with", os.environ["JUDGE_KEY"], file=sys.stderr)',
+      'print("worker key was", "temporal-key-123456", "other", "other-secret-value-7", file=sys.stderr)',
+      'sys.exit(1)',
+    ].join('\n'));
+    const err = (await runPythonStage({ python: pythonPath(), script: file, specPath: '/dev/null', cwd: projectRoot, logFile, environment }).catch((e: unknown) => e)) as PythonStageError;
+    expect(err.stderrTail[0]).toBe('env: HOME,JUDGE_KEY,PATH,TOKENIZERS_PARALLELISM');
+    const log = await readFile(logFile, 'utf8');
+    for (const secret of ['judge-secret-value-42', 'temporal-key-123456', 'other-secret-value-7']) {
+      expect(log).not.toContain(secret);
+      expect(err.stderrTail.join('\n')).not.toContain(secret);
+    }
+    expect(log).toContain('calling judge with [redacted]');
+    expect((await stat(logFile)).mode & 0o777).toBe(0o600);
+    expect((await stat(path.dirname(logFile))).mode & 0o777).toBe(0o700);
   });
 });
