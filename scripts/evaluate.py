@@ -281,6 +281,7 @@ class Evaluation:
             total += sum(len(items) for _, items in baseline_jobs)
         results: dict[str, Any] = {"policy": {}, "baseline": {}}
         state: dict[str, Any] = {"model": None, "done": 0}
+        self.backend_choices: dict[str, Any] = {}
 
         def run(who: str, spec: dict[str, Any], job_list):
             holder: dict[str, AnswerModel] = {}
@@ -290,7 +291,11 @@ class Evaluation:
                 if "m" not in holder:
                     self.stage.log(f"loading the {who} model for answers")
                     holder["m"] = AnswerModel(spec, backend=p["backend"], seed=self.stage.seed,
-                                              max_new_tokens=current["limit"], top_p=p["top_p"])
+                                              max_new_tokens=current["limit"], top_p=p["top_p"],
+                                              work_tokens=sum(len(it["turns"]) * int(gen_limit(p, b) or 2048)
+                                                              for b, its in job_list for it in its))
+                    self.backend_choices[who] = holder["m"].choice.manifest()
+                    self.stage.log(f"{who} answers backend: {holder['m'].backend} ({holder['m'].choice.reason})")
                 holder["m"].max_new_tokens = current["limit"]  # one model, each benchmark's own limit
                 return holder["m"]
 
@@ -642,6 +647,7 @@ class Evaluation:
             "baseline_model": self.baseline_name,
             "judge": judge.identity,
             "generation": {"max_new_tokens": {b: gen_limit(self.p, b) for b in sets}, "backend": self.p["backend"],
+                           "backend_choice": getattr(self, "backend_choices", {}),  # per model: what auto picked, why
                            "seed": self.stage.seed,
                            # token_len in the ArenaHard answer files (the official files count with tiktoken)
                            "token_len_tokenizer": str(self.policy_spec.get("tokenizer") or self.policy_spec.get("path")

@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
-from ratioloop_py.generate import batch_seed, generate_batch, generate_vllm, load_vllm, vllm_importable  # noqa: E402
+from ratioloop_py.generate import batch_seed, generate_batch, generate_vllm  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_partial_jsonl  # noqa: E402
 from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
 from ratioloop_py.models import load_model, load_tokenizer, pick_device, setup_threads  # noqa: E402
@@ -37,6 +37,14 @@ from ratioloop_py.sampling import (BadRows, LoadStats, Rendered, SampleParams, b
 from ratioloop_py.stage import Stage, run_stage, spec_hash, world  # noqa: E402
 
 VLLM_CHUNK = 256  # vLLM schedules its own batches; chunks only set how often a shard is flushed
+
+
+def local_engines(world_size: int) -> int:
+    """Engines sharing this machine's memory: on a GPU machine each rank has a GPU of its own; on CPU the ranks
+    share the host RAM."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
 
 
 class HFBackend:
@@ -56,9 +64,12 @@ class HFBackend:
 class VllmBackend:
     name = "vllm"
 
-    def __init__(self, spec: dict[str, Any], tok, prm: SampleParams, run_seed: int):
-        self.llm = load_vllm(spec, tensor_parallel_size=prm.tensor_parallel_size, seed=run_seed,
-                             max_model_len=prm.max_prompt_tokens + prm.max_new_tokens)
+    def __init__(self, spec: dict[str, Any], tok, prm: SampleParams, run_seed: int, world_size: int = 1):
+        from ratioloop_py.vllm_engine import load_engine
+
+        self.llm = load_engine(spec, tensor_parallel_size=prm.tensor_parallel_size, seed=run_seed,
+                               max_model_len=prm.max_prompt_tokens + prm.max_new_tokens,
+                               engines=local_engines(world_size))
         self.tok, self.prm = tok, prm
 
     def generate(self, prompt_ids: list[list[int]], ids: list[str], seed: int) -> list[dict[str, Any]]:
@@ -70,20 +81,12 @@ class VllmBackend:
                              stop_token_ids=p.stop_token_ids)
 
 
-def choose_backend(prm: SampleParams, spec: dict[str, Any], world_size: int) -> str:
-    import torch
+def choose_backend(prm: SampleParams, spec: dict[str, Any], n_prompts: int):
+    """hf or vllm (vllm_engine.choose_backend: what is installed and faster on this device for this much
+    generation). Under several data-parallel ranks each rank runs its own engine on its own GPU."""
+    from ratioloop_py.vllm_engine import choose_backend as choose, device_of
 
-    backend = prm.backend
-    if backend == "auto":
-        gpu = torch.cuda.is_available() and spec.get("device", "auto") != "cpu"
-        backend = "vllm" if gpu and vllm_importable() and world_size == 1 else "hf"
-    if backend == "vllm":
-        if not vllm_importable():
-            raise BadInput("params.backend: vllm is not installed in this environment (use hf or auto)")
-        if world_size > 1:
-            raise BadInput("params.backend: vllm runs as one process (use tensor_parallel_size), not under "
-                           "accelerate/torchrun with several processes")
-    return backend
+    return choose(prm.backend, "sample", device_of(spec), work_tokens=n_prompts * len(prm.seeds) * prm.max_new_tokens)
 
 
 def load_prompts(stage: Stage, prm: SampleParams, bad: BadRows):
@@ -169,10 +172,12 @@ def main(stage: Stage) -> None:
         raise BadInput("no usable prompts (every row was skipped or the source is empty)")
 
     if prm.num_processes > 1 and not under_launcher():
-        choose_backend(prm, spec, prm.num_processes)  # vllm with several processes: bad input, said before launching
+        choose_backend(prm, spec, len(prompts))  # vllm asked for but missing: bad input, said before launching
         run_data_parallel(stage, Path(__file__).resolve(), prm.num_processes)
         return
-    backend_name = choose_backend(prm, spec, world_size)
+    choice = choose_backend(prm, spec, len(prompts))  # the whole stage's work, the same pick on every rank
+    backend_name = choice.backend
+    stage.log(f"sampling backend: {backend_name} ({choice.reason})")
     partial = stage.partial_dir
     reset_if_stale(partial, stage, prm.seeds, rank, world_size)
 
@@ -195,7 +200,7 @@ def main(stage: Stage) -> None:
                 if todo:
                     if backend is None:
                         if backend_name == "vllm":
-                            backend = VllmBackend(spec, tok, prm, stage.seed)
+                            backend = VllmBackend(spec, tok, prm, stage.seed, world_size)
                         else:
                             device = pick_device(spec)
                             if device == "cuda" and world_size > 1:
@@ -250,7 +255,7 @@ def main(stage: Stage) -> None:
         if metrics[k] is not None:
             stage.metric(k, metrics[k])
     stage.write_manifest(outputs={"samples": out}, metrics=metrics, extra={"sample": {
-        "backend": backend_name, "seeds": prm.seeds, "world_size": world_size,
+        "backend": backend_name, "backend_choice": choice.manifest(), "seeds": prm.seeds, "world_size": world_size,
         "skipped_rows": stats.skipped[:50],
     }})
 

@@ -63,9 +63,6 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
         raise BadInput(f"params.prefix_cache_tokens must be a non-negative integer (0 = off), got {pc!r}")
     if p["backend"] not in ("auto", "hf", "vllm"):
         raise BadInput(f"params.backend must be auto, hf or vllm, got {p['backend']!r}")
-    if p["backend"] == "vllm" and p["num_processes"] > 1:
-        raise BadInput("params.num_processes must be 1 with backend vllm (vLLM batches the whole GPU itself); "
-                       "use backend hf for data-parallel ranks")
     kind = p["router"]["kind"]
     if kind not in ("llm", "label", "field", "fixed"):
         raise BadInput(f"params.router.kind must be llm, label, field or fixed, got {kind!r}")
@@ -350,6 +347,7 @@ def main(stage: Stage) -> None:
     bos = bos_record(stage, rows[0]["messages"]) if rows else {}
     stage.write_manifest(outputs={"scores": "scores.jsonl", "routes": "routes.jsonl"}, metrics=metrics,
                          extra={"reward": p["reward"], "bos": bos, "guidance": guidance_record,
+                                "backend_choice": p.get("_backend_choice"),
                                 "router": {"kind": p["router"]["kind"], **(routing.prompt_record or {})}})
 
 
@@ -404,12 +402,15 @@ def load_models(stage: Stage, p: dict[str, Any], rank: int) -> dict[str, Any]:
     if p["router"]["kind"] in ("llm", "label") and not (rspec or {}).get("endpoint"):
         # No router model configured: the strong model (an instruct model) classifies.
         specs["router"] = stage.model_spec("router") if rspec else specs["strong"]
-    _select_cuda_device(rank)
-    backend = pick_backend(p["backend"], world()[1])
-    if backend == "vllm":
-        from ratioloop_py.scoring import load_vllm_models
+    choice = pick_backend(p["backend"], specs["strong"])
+    p["_backend_choice"] = choice.manifest()
+    if choice.backend == "vllm":
+        from ratioloop_py.vllm_engine import load_scoring_engines
 
-        return load_vllm_models(specs)
+        # Each data-parallel rank runs its own engines on its own GPU (vllm_engine.rank_env).
+        return load_scoring_engines(specs, max_model_len=p["max_prompt_tokens"] + p["max_response_tokens"],
+                                    world_size=world()[1])
+    _select_cuda_device(rank)
     return load_scoring_models(specs)
 
 
@@ -423,22 +424,11 @@ def _select_cuda_device(rank: int) -> None:
         pass
 
 
-def pick_backend(name: str, world_size: int = 1) -> str:
-    if name == "vllm" and world_size > 1:  # e.g. the user's own torchrun; num_processes is checked in resolve_params
-        raise BadInput("params.backend vllm runs as one process (vLLM batches the whole GPU itself), "
-                       "not as several data-parallel ranks; use backend hf or auto")
-    if name == "hf" or world_size > 1:  # data-parallel ranks use transformers
-        return "hf"
-    try:
-        import vllm  # noqa: F401
-        import torch
+def pick_backend(name: str, strong_spec: dict[str, Any]):
+    """hf or vllm for scoring, by what is installed and faster on the strong model's device (vllm_engine)."""
+    from ratioloop_py.vllm_engine import choose_backend, device_of
 
-        ok = torch.cuda.is_available()
-    except Exception:
-        ok = False
-    if name == "vllm" and not ok:
-        raise BadInput("params.backend is vllm but vllm (with a CUDA GPU) is not available here")
-    return "vllm" if ok else "hf"
+    return choose_backend(name, "score", device_of(strong_spec))
 
 
 def make_scorers(models: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:

@@ -39,8 +39,6 @@ describe('config validation', () => {
     ['bad duration', (c) => (c.timeouts = { train: { startToClose: 'forever' } }), 'timeouts.train.startToClose:'],
     ['prompt_length ≥ max_length', (c) => (c.train = { max_length: 128, max_prompt_length: 256 }), 'train.max_prompt_length: must be below train.max_length'],
     ['seeds count ≠ n', (c) => (c.sample = { n: 3, seeds: [1, 2] }), 'sample.seeds:'],
-    ['sample vllm with data-parallel ranks', (c) => (c.sample = { backend: 'vllm', num_processes: 2 }), 'sample.num_processes: must be 1 with sample.backend vllm'],
-    ['vllm with data-parallel ranks', (c) => (c.score = { backend: 'vllm', num_processes: 2 }), 'score.num_processes: must be 1 with score.backend vllm'],
     ['router kind typo', (c) => (c.score = { router: { kind: 'llmm' } }), 'score.router.kind:'],
     ['multi-node without an address', (c) => (c.train = { launch: { num_machines: 2 } }), 'train.launch.main_process_ip: required'],
     ['endpoint with a bad env var name', (c) => (c.models.judge = { endpoint: { base_url: 'https://api.example.com/v1', model: 'gpt-4', api_key_env: 'my key' } } as never), 'models.judge.endpoint.api_key_env:'],

@@ -49,7 +49,7 @@ const PromptsSchema = z
   })
   .refine((p) => Boolean(p.path) !== Boolean(p.hf), { message: 'set exactly one of "path" or "hf"' });
 
-const backend = z.enum(['auto', 'hf', 'vllm']).default('auto');
+const backend = z.enum(['auto', 'hf', 'vllm']).default('auto').describe('hf (transformers), vllm, or auto: vllm where it is installed and measured faster on the device (see docs/operations.md, vLLM); the manifest records the pick and why');
 const prob = z.number().min(0).max(1);
 
 export const SampleSchema = z.strictObject({
@@ -66,7 +66,7 @@ export const SampleSchema = z.strictObject({
   batch_size: z.int().positive().default(8),
   backend,
   tensor_parallel_size: z.int().positive().default(1),
-  num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU, backend hf): each samples a strided slice of the prompts, rank 0 merges'),
+  num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU, each with its own engine under backend vllm): each samples a strided slice of the prompts, rank 0 merges'),
   system_prompt: z.string().nullable().default(null),
 });
 
@@ -76,7 +76,7 @@ export const ScoreSchema = z.strictObject({
   max_response_tokens: z.int().positive().default(2048),
   batch_size: z.int().positive().default(8),
   max_batch_tokens: z.int().positive().default(8192).describe('cap on padded tokens per forward pass (bounds logits memory)'),
-  num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU): each scores a strided slice of the prompts, rank 0 merges'),
+  num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU, each with its own engines under backend vllm): each scores a strided slice of the prompts, rank 0 merges'),
   prefix_cache_tokens: z.int().nonnegative().default(16384).describe('context positions whose KV is kept per model, so prompts sharing a prefix (a guidance exemplar, a system prompt) run it once; 0 = off'),
   backend,
   router: z
@@ -288,12 +288,6 @@ export const ConfigSchema = z
     }
     if (c.sample.seeds && c.sample.seeds.length !== c.sample.n) {
       ctx.addIssue({ code: 'custom', path: ['sample', 'seeds'], message: `has ${c.sample.seeds.length} seeds but sample.n is ${c.sample.n}: give one seed per response` });
-    }
-    if (c.sample.backend === 'vllm' && c.sample.num_processes > 1) {
-      ctx.addIssue({ code: 'custom', path: ['sample', 'num_processes'], message: 'must be 1 with sample.backend vllm (use tensor_parallel_size); use backend hf or auto for data-parallel ranks' });
-    }
-    if (c.score.backend === 'vllm' && c.score.num_processes > 1) {
-      ctx.addIssue({ code: 'custom', path: ['score', 'num_processes'], message: 'must be 1 with score.backend vllm (vLLM batches the whole GPU itself); use backend hf or auto for data-parallel ranks' });
     }
     const l = c.train.launch;
     if (l.num_machines > 1 && !l.main_process_ip) {

@@ -15,11 +15,11 @@ from ..io import JsonlAppender, read_partial_jsonl
 
 
 class AnswerModel:
-    """A policy or baseline model behind one generate() call; HF by default, vLLM when asked (or auto + present)."""
+    """A policy or baseline model behind one generate() call: HF or vLLM as vllm_engine.choose_backend picks
+    (backend: auto → vLLM where it is installed and faster for answering on the device)."""
 
     def __init__(self, spec: dict[str, Any], *, backend: str = "auto", seed: int = 0,
-                 max_new_tokens: int | None = 256, top_p: float = 1.0):
-        from .. import generate as gen
+                 max_new_tokens: int | None = 256, top_p: float = 1.0, work_tokens: int | None = None):
         from ..models import load_tokenizer
 
         self.spec = spec
@@ -28,16 +28,15 @@ class AnswerModel:
         self.top_p = float(top_p)
         self.template = spec.get("template", "chat")
         self.tok = load_tokenizer(spec)
-        use_vllm = backend == "vllm"
-        if backend == "auto" and hasattr(gen, "vllm_importable") and gen.vllm_importable():
-            import torch
+        from .. import vllm_engine
 
-            use_vllm = torch.cuda.is_available()
-        self.backend = "vllm" if use_vllm else "hf"
+        # work_tokens (questions x max_new_tokens) decides `auto` on CPU: vLLM's start-up must pay off there
+        self.choice = vllm_engine.choose_backend(backend, "answers", vllm_engine.device_of(spec), work_tokens=work_tokens)
+        self.backend = self.choice.backend
         self.model = None
         self.llm = None
         if self.backend == "vllm":
-            self.llm = gen.load_vllm(spec, seed=self.seed)
+            self.llm = vllm_engine.load_engine(spec, seed=self.seed)
         else:
             from ..models import load_model
 
