@@ -53,6 +53,8 @@ export function stagePython(stage: string, params: unknown, python: string, defa
 
 export const EXIT_BAD_INPUT = 2;
 export const EXIT_RESOURCE = 3;
+/** This worker cannot run it (path not visible here, package not installed here): retried, another worker may. */
+export const EXIT_WORKER_ENV = 4;
 const TAIL_LINES = 50;
 /** A tail line longer than this is cut (the attempt log keeps it whole): one 3 MB line must not become the failure. */
 export const TAIL_LINE_CHARS = 1_000;

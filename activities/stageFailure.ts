@@ -3,7 +3,7 @@
 // details naming the host and the attempt log, which keeps the full text.
 import os from 'node:os';
 import { ApplicationFailure } from '@temporalio/activity';
-import { EXIT_BAD_INPUT, EXIT_RESOURCE, PythonStageError } from './pythonStage';
+import { EXIT_BAD_INPUT, EXIT_RESOURCE, EXIT_WORKER_ENV, PythonStageError } from './pythonStage';
 
 /** The most a failure message holds, in UTF-8 bytes; the stderr lines in it; one line's characters. */
 export const FAILURE_LIMITS = { messageBytes: 16_384, tailLines: 20, headChars: 2_000 } as const;
@@ -41,12 +41,19 @@ export interface FailureContext {
   attemptLog?: string;
 }
 
+/** An input path this worker cannot see: the run's inputs were checked when it started, so this host lacks a mount. */
+export function inputNotVisible(name: string, p: string, host: string = os.hostname()): ApplicationFailure {
+  return ApplicationFailure.create({ message: `input ${name}: ${p} is not visible on host ${host}`, type: 'WorkerEnvironment', details: [{ host }] });
+}
+
 export function toFailure(e: unknown, where: FailureContext = {}): ApplicationFailure {
   const host = where.host ?? os.hostname();
   if (e instanceof PythonStageError) {
     const details = [{ exitCode: e.exitCode ?? null, host, ...(where.attemptLog ? { attemptLog: where.attemptLog } : {}) }];
     const head = headBytes(e.message.slice(0, FAILURE_LIMITS.headChars * 4), FAILURE_LIMITS.headChars);
     if (e.exitCode === EXIT_BAD_INPUT) return ApplicationFailure.create({ message: head, type: 'BadInput', nonRetryable: true, details });
+    // Retryable, unlike BadInput: the inputs may be fine and another worker able to run the stage. Python names the host.
+    if (e.exitCode === EXIT_WORKER_ENV) return ApplicationFailure.create({ message: head.includes(host) ? head : `${head} (on host ${host})`, type: 'WorkerEnvironment', details });
     if (e.exitCode === EXIT_RESOURCE) return ApplicationFailure.create({ message: `out of memory or resources on ${host}: ${head}`, type: 'ResourceExhausted', details });
     const first = `${head} (on ${host})\n--- last stderr lines${where.attemptLog ? ` (all in ${where.attemptLog})` : ''} ---\n`;
     const tail = tailBytes(e.stderrTail.slice(-FAILURE_LIMITS.tailLines), FAILURE_LIMITS.messageBytes - utf8(first));

@@ -10,7 +10,7 @@ import type { HashOptions } from '../src/contentHash';
 import { HashCache } from '../src/hashCache';
 import { PythonStageError, runPythonStage, stagePython } from './pythonStage';
 import { stageEnvironment } from './stageEnv';
-import { toFailure } from './stageFailure';
+import { inputNotVisible, toFailure } from './stageFailure';
 import { pythonPath } from '../src/paths';
 import { stageDirOf, writeJsonAtomic } from '../src/runStore';
 
@@ -46,7 +46,7 @@ async function resolveInputs(inputs: Record<string, InputRef>, opts: HashOptions
     try {
       await stat(p);
     } catch {
-      throw ApplicationFailure.nonRetryable(`input ${name}: ${p} does not exist`, 'BadInput');
+      throw inputNotVisible(name, p);
     }
     // Trust a hash an earlier manifest gave, but only after checking it still holds.
     const actual = await hashPath(p, opts);

@@ -1,9 +1,13 @@
 // The stage activity alone (no server): heartbeat phases from first moment to last, the hash cache across attempts.
 import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { ApplicationFailure } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
 import { createStageActivities } from '../activities/stages';
+import { PythonStageError } from '../activities/pythonStage';
+import { toFailure } from '../activities/stageFailure';
 import { liveText } from '../src/progressView';
 import { projectRoot, pythonPath } from '../src/paths';
 import type { StageHeartbeat, StageRequest, StageResult } from '../workflows/types';
@@ -61,5 +65,18 @@ describe('stage activity', () => {
     expect(liveText(h, now)).toBe('hashing inputs: 2/8 files (25%) 0.50 files/s ETA 12s');
     expect(liveText({ ...h, phase: 'verifying', total: 0 }, now)).toBe('verifying… (4s)');
     expect(liveText({ ...h, phase: 'running', done: 0, total: 0 }, now)).toBe('starting… (4s)');
+  });
+
+  it('an input path this host cannot see is a retryable WorkerEnvironment failure naming the host, not BadInput', async () => {
+    const req = await request();
+    const { error } = await runStage({ ...req, inputs: { prompts: { path: path.join(req.runDir, 'not-mounted-here', 'prompts') } } });
+    expect(error).toBeInstanceOf(ApplicationFailure);
+    const f = error as ApplicationFailure;
+    expect([f.type, f.nonRetryable]).toEqual(['WorkerEnvironment', false]);
+    expect(f.message).toContain(`is not visible on host ${os.hostname()}`);
+    // The Python side's exit 4 (package or path missing here) maps the same way; exit 2 stays BadInput.
+    const py = toFailure(new PythonStageError('package vllm is not installed in /venv/bin/python (on host gpu-3)', 4, [], false), { host: 'gpu-3' });
+    expect([py.type, py.nonRetryable, py.message]).toEqual(['WorkerEnvironment', false, 'package vllm is not installed in /venv/bin/python (on host gpu-3)']);
+    expect(toFailure(new PythonStageError('prompts.jsonl:3: bad row', 2, [], false)).type).toBe('BadInput');
   });
 });

@@ -189,7 +189,8 @@ def clear_status(status_dir: Path) -> None:
 
 
 def classified_exit(status_dir: Path, launcher_rc: int) -> tuple[int, str | None]:
-    """The exit code the stage reports: a rank's 2 (bad input) wins over 3 (resources) over the launcher's code."""
+    """The exit code the stage reports: a rank's 2 (bad input) wins over 3 (resources) over 4 (this worker's
+    environment) over the launcher's code."""
     codes: list[tuple[int, str]] = []
     if status_dir.is_dir():
         for f in sorted(status_dir.glob(f"{STATUS_PREFIX}*.json")):
@@ -198,7 +199,7 @@ def classified_exit(status_dir: Path, launcher_rc: int) -> tuple[int, str | None
                 codes.append((int(s["code"]), str(s.get("message", ""))))
             except Exception:
                 continue
-    for wanted in (2, 3):
+    for wanted in (2, 3, 4):
         for code, msg in codes:
             if code == wanted:
                 return code, msg

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import EXIT_BAD_INPUT, EXIT_RESOURCE, BadInput, ResourceExhausted
+from .errors import EXIT_BAD_INPUT, EXIT_RESOURCE, EXIT_WORKER_ENV, BadInput, ResourceExhausted, WorkerEnvironment, missing_package
 from .io import atomic_write_json, count_jsonl_rows, sha256_path
 from .launch import MACHINE_RANK_ENV, STATUS_DIR_ENV, set_parent_death_signal, write_status
 
@@ -116,6 +116,9 @@ class Stage:
             spec.pop("hub", None)
         if not spec.get("path") and not spec.get("hub"):
             raise BadInput(f"params.models.{name}: missing (this stage needs the {name} model)")
+        if spec.get("path") and not os.path.exists(spec["path"]):
+            # The workflow resolved and checked paths when the run started: missing now means not mounted here.
+            raise WorkerEnvironment(f"params.models.{name}.path: {spec['path']} is not visible")
         return spec
 
     def input_path(self, name: str, required: bool = True) -> Path | None:
@@ -124,7 +127,10 @@ class Stage:
             if required:
                 raise BadInput(f"spec.inputs.{name}: missing (this stage needs it)")
             return None
-        return Path(ref["path"])
+        p = Path(ref["path"])
+        if not p.exists():
+            raise WorkerEnvironment(f"spec.inputs.{name}: {p} is not visible")
+        return p
 
     # --- progress protocol (stdout, one JSON object per line; only rank 0 speaks) ---
     def _emit(self, obj: dict[str, Any]) -> None:
@@ -262,6 +268,10 @@ def run_stage(main: Callable[[Stage], None], argv: list[str] | None = None) -> N
         print(f"error: {e}", file=sys.stderr)
         _record_rank_failure(EXIT_BAD_INPUT, str(e))
         sys.exit(EXIT_BAD_INPUT)
+    except WorkerEnvironment as e:
+        print(f"error: {e}", file=sys.stderr)
+        _record_rank_failure(EXIT_WORKER_ENV, str(e))
+        sys.exit(EXIT_WORKER_ENV)
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException as e:  # noqa: BLE001 - classify, then report
@@ -272,5 +282,11 @@ def run_stage(main: Callable[[Stage], None], argv: list[str] | None = None) -> N
             print(f"error: out of memory: {e}", file=sys.stderr)
             _record_rank_failure(EXIT_RESOURCE, f"out of memory: {e}")
             sys.exit(EXIT_RESOURCE)
+        pkg = missing_package(e)
+        if pkg:
+            msg = str(WorkerEnvironment(f"package {pkg} is not installed in {sys.executable}"))
+            print(f"error: {msg}", file=sys.stderr)
+            _record_rank_failure(EXIT_WORKER_ENV, msg)
+            sys.exit(EXIT_WORKER_ENV)
         _record_rank_failure(1, f"{type(e).__name__}: {e}")
         sys.exit(1)
