@@ -302,6 +302,13 @@ describe('control while running', () => {
       expect(rec.stages.find((s) => s.stage === 'evaluate')).toMatchObject({ status: 'skipped', note: 'skipped on request' });
       expect((await invocations(plan)).filter((l) => l.includes('evaluate'))).toEqual([]);
       expect(rec.stages.find((s) => s.stage === 'train')?.status).toBe('done');
+      // A resumed run starts without the old requests: evaluate runs now, the rest is skipped by its manifests.
+      await resumeRun(c, runsDirOf(plan), plan.runId);
+      expect((await c.workflow.getHandle(plan.runId).result()).status).toBe('completed');
+      const after = await runRecord(plan);
+      expect(after.control).toBeUndefined();
+      expect(after.stages.find((s) => s.stage === 'evaluate')?.status).toBe('done');
+      expect((await invocations(plan)).filter((l) => l.includes('evaluate'))).toHaveLength(1);
     } finally {
       await workers.shutdown();
     }

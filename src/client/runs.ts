@@ -13,7 +13,7 @@ import {
 import { ALL_STAGES } from '../../workflows/plan';
 import type { RunControl, RunPlan, StageHeartbeat, StageName } from '../../workflows/types';
 import { projectRoot } from '../paths';
-import { readRun, runDirOf, writeJsonAtomic, type RunRecord } from '../runStore';
+import { readRun, runDirOf, updateRun, writeJsonAtomic, type RunRecord } from '../runStore';
 import { configHash, resolvePlan } from '../config/resolve';
 import { log } from '../log';
 import { isUnregisteredAttributeError, warnNoAttributes } from '../temporal';
@@ -116,6 +116,8 @@ export async function resumeRun(client: Client, runsDir: string, runId: string, 
     if (!(e instanceof WorkflowNotFoundError)) throw e;
   }
   const plan: RunPlan = { ...rec.plan, ...(iterations ? { iterations } : {}) };
+  // Control requests belonged to the closed execution chain (a resumed run starts unpaused, with no skips).
+  if (rec.control) await updateRun(runDir, (r) => void delete r.control);
   await startWorkflow(client, plan, opts.searchAttributes);
   return { runId, runDir, plan };
 }
