@@ -98,4 +98,15 @@ describe('runPythonStage', () => {
     expect((await stat(logFile)).mode & 0o777).toBe(0o600);
     expect((await stat(path.dirname(logFile))).mode & 0o777).toBe(0o700);
   });
+
+  it('stageEnvironment: which variables a stage keeps, which values are scrubbed', () => {
+    const { env, secrets } = stageEnvironment(
+      { HF_TOKEN: 'hf_abcdefghijklmnopqrst', TOKENIZERS_PARALLELISM: 'false', CUDA_VISIBLE_DEVICES: '0,1', NCCL_SOCKET_IFNAME: 'eth0',
+        ROUTER_KEY: 'router-key-value', AWS_SECRET_ACCESS_KEY: 'aws-secret-value', DB_PASSWORD: 'pw-value-123', TEMPORAL_TLS_CERT: '/etc/tls.crt' },
+      { judges: [{ endpoint: { api_key_env: 'ROUTER_KEY' } }] },
+    );
+    expect(Object.keys(env).sort()).toEqual(['CUDA_VISIBLE_DEVICES', 'HF_TOKEN', 'NCCL_SOCKET_IFNAME', 'ROUTER_KEY', 'TOKENIZERS_PARALLELISM']);
+    expect([...secrets].sort()).toEqual(['aws-secret-value', 'hf_abcdefghijklmnopqrst', 'pw-value-123', 'router-key-value']);
+  });
 });
+
