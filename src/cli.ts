@@ -150,7 +150,7 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
     }
     const onSigint = (): void => {
       // The workflow stays open in Temporal: any worker serving its queues later (the next `run`, a `worker`) continues it.
-      process.stderr.write(`\ninterrupted: run ${runId} stays open and continues when a worker serves its queues again; stop it for good with: ratioloop cancel ${runId}\n`);
+      process.stderr.write(`\ninterrupted: run ${runId} stays open and continues when a worker serves its queues again (\`ratioloop resume ${runId}\` attaches and serves it); stop it for good with: ratioloop cancel ${runId}\n`);
       void (async () => {
         await workers?.shutdown();
         await target.owned?.stop();
@@ -164,7 +164,7 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
         kind === 'run' && config
           ? await startRun(client, config, { configPath: positionals[0]!, runId, ...(iterations ? { iterations } : {}), ...attrs })
           : await resumeRun(client, runsDir, runId, iterations, attrs);
-      process.stdout.write(`${kind === 'run' ? 'started' : 'resumed'} run ${started.runId} (${started.plan.iterations} iteration${started.plan.iterations > 1 ? 's' : ''}) → ${started.runDir}\n`);
+      process.stdout.write(`${kind === 'run' ? 'started' : started.attached ? 'attached to the running' : 'resumed'} run ${started.runId} (${started.plan.iterations} iteration${started.plan.iterations > 1 ? 's' : ''}) → ${started.runDir}\n`);
       if (detach) return EXIT.ok;
       return await follow(client, started, runsDir);
     } finally {

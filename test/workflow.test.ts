@@ -314,6 +314,23 @@ describe('control while running', () => {
     }
   });
 
+  it('resume attaches to a run left open with no worker (instead of refusing); its workers then finish it', async () => {
+    const dir = await tmpDir();
+    const plan = await fixturePlan(dir, 'left-open');
+    plan.iterations = 1;
+    const h = await start(plan);
+    const again = await resumeRun(c, runsDirOf(plan), plan.runId);
+    expect(again.attached).toBe(true);
+    await expect(resumeRun(c, runsDirOf(plan), plan.runId, 2)).rejects.toThrow(/set-iterations left-open 2/);
+    const workers = await fixtureWorkers(plan);
+    try {
+      expect((await h.result()).status).toBe('completed');
+      expect((await runRecord(plan)).executions).toHaveLength(1); // the same execution: nothing was started twice
+    } finally {
+      await workers.shutdown();
+    }
+  });
+
   it('with no worker: status says which queue nobody polls, and a control request gives up with that advice', async () => {
     const dir = await tmpDir();
     const plan = await fixturePlan(dir, 'no-worker');

@@ -40,6 +40,8 @@ export interface StartedRun {
   runId: string;
   runDir: string;
   plan: RunPlan;
+  /** resume found the run still open and attached to it instead of starting it. */
+  attached?: boolean;
 }
 
 /**
@@ -102,7 +104,10 @@ export async function startRun(client: Client, config: RunConfig, opts: { config
   return { runId: plan.runId, runDir: plan.runDir, plan };
 }
 
-/** Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. */
+/**
+ * Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. A run that is
+ * still open (e.g. left behind by Ctrl-C with nobody serving it) is attached to instead: the caller's workers serve it.
+ */
 export async function resumeRun(client: Client, runsDir: string, runId: string, iterations?: number, opts: StartOptions = {}): Promise<StartedRun> {
   const runDir = runDirOf(runsDir, runId);
   const rec = await readRun(runDir).catch(() => {
@@ -110,7 +115,10 @@ export async function resumeRun(client: Client, runsDir: string, runId: string, 
   });
   try {
     const desc = await client.workflow.getHandle(runId).describe();
-    if (desc.status.name === 'RUNNING') throw new UserError(`run ${runId} is still running; cancel it first or wait`);
+    if (desc.status.name === 'RUNNING') {
+      if (iterations) throw new UserError(`run ${runId} is running: change its iteration count with \`ratioloop set-iterations ${runId} ${iterations}\``);
+      return { runId, runDir, plan: rec.plan, attached: true };
+    }
   } catch (e) {
     if (e instanceof UserError) throw e;
     if (!(e instanceof WorkflowNotFoundError)) throw e;
