@@ -34,6 +34,10 @@ export function statusLines(st: RunStatus, now = Date.now()): string[] {
       else if (s?.status === 'done' || s?.status === 'skipped') detail = `${s.status} in ${fmtDur(s.durationMs ?? 0)}`;
       else if (s?.status === 'failed' || s?.status === 'cancelled') detail = `${s.status}: ${(s.error ?? '').split('\n')[0]}`;
       else detail = s?.status ?? 'pending';
+      const tried = st.attempts?.find((x) => x.iteration === k && x.stage === stage);
+      if (s?.status === 'running' && tried && tried.attempt > 1) {
+        detail += ` (attempt ${tried.attempt}${tried.lastFailure ? `; last failure: ${tried.lastFailure.split('\n')[0]}` : ''})`;
+      }
       lines.push(`  iter ${k}  ${stage.padEnd(8)} ${detail}`);
     }
   }

@@ -1,6 +1,6 @@
 // Live progress rendering: rate and ETA, and plain (non-TTY) output that prints changes, not every poll.
 import { describe, expect, it } from 'vitest';
-import { liveText, ProgressView } from '../src/progressView';
+import { liveText, ProgressView, statusLines } from '../src/progressView';
 import type { RunStatus } from '../src/client/runs';
 
 function status(stageStatus: string, extra: Record<string, unknown> = {}): RunStatus {
@@ -31,5 +31,16 @@ describe('progress', () => {
       expect.stringMatching(/^iter 1  sample   1\/4 responses/),
       'iter 1  sample   done in 4s',
     ]);
+  });
+
+  it('status: a retried stage shows its attempt and the last failure; pending control and unserved queues', () => {
+    const st = status('running');
+    st.attempts = [{ iteration: 1, stage: 'sample', attempt: 2, lastFailure: 'exit code 1\n--- last stderr lines ---' }];
+    st.unserved = ['ratioloop-gpu'];
+    (st.record as { control?: unknown }).control = { paused: true, iterations: 1, skip: ['1:score'], updatedAt: '' };
+    const lines = statusLines(st);
+    expect(lines[1]).toMatch(/^ {2}iter 1 {2}sample {3}running \d+s \(attempt 2; last failure: exit code 1\)$/);
+    expect(lines).toContain('  control: paused (holds before the next stage; ratioloop unpause to go on); skip 1 score');
+    expect(lines).toContain('  waiting: no worker is polling queue ratioloop-gpu');
   });
 });

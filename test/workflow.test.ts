@@ -80,9 +80,18 @@ describe('alignmentRun', () => {
     const dir = await tmpDir();
     const plan = await fixturePlan(dir, 'retry-once', { score: { fail_attempts: 1 } });
     plan.iterations = 1;
+    plan.stagePlans.score.options.initialInterval = '3s'; // time to see the retry pending in status
     const workers = await fixtureWorkers(plan);
     try {
-      const result = await (await start(plan)).result();
+      const h = await start(plan);
+      let seen: string | undefined;
+      for (let i = 0; i < 100 && !seen; i++) {
+        const st = await runStatus(c, path.dirname(plan.runDir), plan.runId);
+        if (st.attempts?.some((x) => x.stage === 'score' && x.attempt === 2)) seen = statusLines(st).find((l) => l.includes('score'));
+        else await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(seen).toMatch(/score +\S.*\(attempt 2; last failure: .*exit/);
+      const result = await h.result();
       expect(result.status).toBe('completed');
       const scoreRuns = (await invocations(plan)).filter((l) => l.startsWith('1 score'));
       expect(scoreRuns.map((l) => l.split(' ')[2])).toEqual(['1', '2']);

@@ -207,6 +207,8 @@ export interface RunStatus {
   live: StageHeartbeat[];
   /** Queues the run is waiting on that no worker polls ("why nothing moves"). */
   unserved?: string[];
+  /** Temporal's view of each running stage: its attempt and the failure of the previous attempt. */
+  attempts?: { iteration: number; stage: StageName; attempt: number; lastFailure?: string }[];
 }
 
 export async function runStatus(client: Client | undefined, runsDir: string, runId: string): Promise<RunStatus> {
@@ -223,9 +225,17 @@ export async function runStatus(client: Client | undefined, runsDir: string, run
       startTime: desc.startTime.toISOString(),
       ...(desc.closeTime ? { closeTime: desc.closeTime.toISOString() } : {}),
     };
+    const runningStage = record.stages.find((s) => s.status === 'running');
     for (const pa of desc.raw.pendingActivities ?? []) {
       const p = pa.heartbeatDetails?.payloads?.[0];
-      if (p) out.live.push(defaultPayloadConverter.fromPayload<StageHeartbeat>(p));
+      const beat = p ? defaultPayloadConverter.fromPayload<StageHeartbeat>(p) : undefined;
+      if (beat) out.live.push(beat);
+      // Bookkeeping activities have no heartbeat; a stage's first heartbeat may not have arrived yet.
+      const where = beat ?? (pa.activityType?.name === 'runStage' ? runningStage : undefined);
+      if (where && pa.attempt) {
+        const lastFailure = pa.lastFailure?.message ?? undefined;
+        out.attempts = [...(out.attempts ?? []), { iteration: where.iteration, stage: where.stage, attempt: pa.attempt, ...(lastFailure ? { lastFailure } : {}) }];
+      }
     }
     if (desc.status.name === 'RUNNING') out.unserved = await unservedQueues(client, record.plan, record);
   } catch (e) {
