@@ -27,9 +27,9 @@ TASKS = ("sample", "score", "answers")
 # What `backend: auto` picks when vLLM is installed, per device and task: the engine measured faster by
 # bench/sample_vllm.py and bench/score_vllm.py (README benchmark table). On CPU vLLM generates about twice as fast
 # as HF generate once started, but starting it (loading, compiling, warming up) costs minutes there, so it pays off
-# only above CPU_BREAK_EVEN_TOKENS generated tokens: a smaller stage (the demo, tests) stays on HF. The HF scorer
-# (shared-prefix KV reuse, lm_head only on response positions) beats vLLM's prompt log-probs on CPU at any size.
-# On a GPU vLLM is the faster engine for all three.
+# only above CPU_BREAK_EVEN_TOKENS generated tokens: a smaller stage (the demo, tests) stays on HF. For scoring on CPU
+# the HF scorer (shared-prefix KV reuse, lm_head only on response positions) is about as fast as warm vLLM and needs
+# no start-up, so it is the pick there. On a GPU vLLM is the faster engine for all three.
 AUTO_RULE: dict[str, dict[str, str]] = {
     "cpu": {"sample": "vllm", "score": "hf", "answers": "vllm"},
     "cuda": {"sample": "vllm", "score": "vllm", "answers": "vllm"},
