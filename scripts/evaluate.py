@@ -8,9 +8,6 @@ outputs: summary (summary.json) + each benchmark's answer and judgment files in 
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import os
 import sys
@@ -21,12 +18,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
-from ratioloop_py.evals import alpaca_eval, arena_hard, data, informative, mt_bench  # noqa: E402
+from ratioloop_py.evals import alpaca_eval, data, mt_bench  # noqa: E402
 from ratioloop_py.evals.answers import AnswerModel, answer_all  # noqa: E402
 from ratioloop_py.evals.arena_answers import answer_row as arena_answer_row  # noqa: E402
 from ratioloop_py.evals.official_prompts import prompt_set  # noqa: E402
+from ratioloop_py.evals import run_alpaca_eval, run_arena_hard, run_mt_bench  # noqa: E402
+from ratioloop_py.evals.outputs import answer_id as _answer_id, maybe_int as _maybe_int  # noqa: E402
+from ratioloop_py.evals.outputs import write_json as _write_json  # noqa: E402
 from ratioloop_py.evals.judges import ApiJudge, Judge, JudgeCache, LocalJudge  # noqa: E402
-from ratioloop_py.io import atomic_write_jsonl, atomic_write_text, sha256_file  # noqa: E402
+from ratioloop_py.io import atomic_write_text, sha256_file  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage  # noqa: E402
 
 BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
@@ -111,10 +111,6 @@ def limit_of(p: dict[str, Any], bench: str) -> int | None:
     if isinstance(lim, dict):
         lim = lim.get(bench)
     return None if lim is None else int(lim)
-
-
-def _answer_id(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:22]
 
 
 def _has_model(stage: Stage, name: str) -> bool:
@@ -413,195 +409,15 @@ class Evaluation:
         return {"max_dominant_share": float(self.p["judge"]["max_dominant_share"])}
 
     def run_arena(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
-        qs = s["questions"]
-        pol = ans["policy"]["arena_hard"]
-        if s["b_ref"]:
-            base_answers, bname = data.load_arena_answers(Path(s["b_ref"]["path"]))
-            bname = bname or "baseline"
-            missing = [q["id"] for q in qs if q["id"] not in base_answers]
-            if missing:
-                raise BadInput(f"{s['b_ref']['path']}: no baseline answer for question {missing[0]}")
-        else:
-            bname = self.baseline_name or "baseline"
-            base_answers = {qid: r["turns"][0] for qid, r in ans["baseline"]["arena_hard"].items()}
-        items = [{"id": q["id"], "question": q["prompt"], "answer": pol[q["id"]]["turns"][0],
-                  "baseline": base_answers[q["id"]]} for q in qs]
-        n = 2 * len(items)
-        err0 = judge.n_errors
-        games = arena_hard.judge_games(judge, items, max_tokens=self.max_tokens("arena_hard"),
-                                       parse_mode=self.p["arena_hard"]["verdict_parser"],
-                                       on_done=lambda k: self.stage.progress(k, n, "arena_hard judgments"),
-                                       prompt_set=s["prompts"])
-        o1, o2, labels = informative.arena_positions(games)  # the judge's own verdicts, before any combination
-        jstats = informative.pairwise_stats(o1, o2, labels=labels, **self._inf())
-        debiased: list[str] = []
-        if self.debias(judge):
-            calib = None
-            if self.p["judge"]["calibrate"]:
-                cf = [{**it, "answer": informative.CONTENT_FREE, "baseline": informative.CONTENT_FREE} for it in items]
-                calib = [g[0].get("probs") for g in arena_hard.judge_games(
-                    judge, cf, max_tokens=self.max_tokens("arena_hard"),
-                    parse_mode=self.p["arena_hard"]["verdict_parser"], prompt_set=s["prompts"])]
-            jstats["combined_orders"] = informative.arena_combine(games, calib)
-            jstats["calibrated"] = calib is not None
-            if jstats["combined_orders"]:
-                debiased.append("verdicts combine both orders (judge.position_debias)")
-        judgments = [{"question_id": it["id"], "model": self.model_name, "judge": judge.name, "games": g}
-                     for it, g in zip(items, games)]
-        d = self.out / "arena_hard"
-        ans_path = d / "model_answer" / f"{self.model_name}.jsonl"
-        atomic_write_jsonl(ans_path, [self._arena_answer(q["id"], pol[q["id"]], self.model_name) for q in qs])
-        self.outputs["arena_hard_answers"] = ans_path
-        if not s["b_ref"]:
-            bpath = d / "model_answer" / f"{bname}.jsonl"
-            base_rows = ans["baseline"]["arena_hard"]
-            atomic_write_jsonl(bpath, [self._arena_answer(q["id"], base_rows[q["id"]], bname) for q in qs])
-            self.outputs["arena_hard_baseline_answers"] = bpath
-        jpath = d / "model_judgment" / _safe(judge.name) / f"{self.model_name}.jsonl"
-        atomic_write_jsonl(jpath, judgments)
-        self.outputs["arena_hard_judgments"] = jpath
-        res = arena_hard.score(judgments, rounds=int(self.p["bootstrap_rounds"]), seed=int(self.p["bootstrap_seed"]),
-                               bradley_terry=bool(self.p["arena_hard"]["bradley_terry"]))
-        official = bool(s["q_ref"]["official"] and s["full"] and s["b_ref"] and s["b_ref"]["official"])
-        res.update(baseline=bname, questions=s["q_ref"], baseline_answers=s["b_ref"],
-                   # show_result's avg_tokens: the answer files' token_len (here: the policy's tokenizer)
-                   avg_tokens=_mean([(pol[q["id"]].get("token_lens") or pol[q["id"]]["n_tokens"])[0] for q in qs]),
-                   **self._comparable("arena_hard", judge, official, debiased),
-                   **self._judge_health("arena_hard", judge, err0, res["n_invalid_games"], res["n_games"], jstats))
-        self.summary["arena_hard"] = res
-        for k in ("score", "ci_low", "ci_high"):
-            self.metrics[f"arena_hard.{k}"] = res[k]
-        self.metrics["arena_hard.n_invalid_games"] = res["n_invalid_games"]
+        run_arena_hard.run(self, judge, s, ans)
 
     def run_alpaca(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
-        items = s["items"]
-        pol = ans["policy"]["alpaca_eval"]
-        if s["r_ref"]:
-            ref_items = data.load_alpaca(Path(s["r_ref"]["path"]))
-            by_instr = {r["instruction"]: r for r in ref_items if "output" in r}
-            refs = []
-            for it in items:
-                r = by_instr.get(it["instruction"]) or (it if "output" in it else None)
-                if r is None:
-                    raise BadInput(f"{s['r_ref']['path']}: no reference output for instruction {it['instruction'][:60]!r}")
-                refs.append((r["output"], r.get("generator") or "reference"))
-        elif "alpaca_eval" in ans["baseline"]:
-            bn = self.baseline_name or "baseline"
-            refs = [(ans["baseline"]["alpaca_eval"][str(i)]["turns"][0], bn) for i in range(len(items))]
-        else:  # instructions file that carries its reference outputs
-            refs = [(it["output"], it.get("generator") or "reference") for it in items]
-        outs = [pol[str(i)]["turns"][0] for i in range(len(items))]
-        judged_items = [{"instruction": it["instruction"], "output": o, "reference": r[0]}
-                        for it, o, r in zip(items, outs, refs)]
-        n = len(items)
-        err0 = judge.n_errors
-        # the order of the two outputs follows alpaca_eval's per-instruction rule, not the stage seed
-        jkw: dict[str, Any] = {"temperature": float(self.p["alpaca_eval"]["judge_temperature"]),
-                               "prompt_set": s["prompts"]}
-        res_rows = alpaca_eval.judge_items(judge, judged_items, **jkw,
-                                           on_done=lambda k: self.stage.progress(k, n, "alpaca_eval judgments"))
-        mirror, combine = None, self.debias(judge)
-        if combine or self.p["judge"]["consistency_check"]:  # the other order: combination and/or consistency rate
-            mirror = alpaca_eval.judge_items(judge, informative.exchanged(judged_items), **jkw, on_done=lambda k:
-                                             self.stage.progress(k, n, "alpaca_eval judgments, other order"))
-        o1, o2, labels = informative.alpaca_orders(res_rows, mirror)
-        jstats = informative.pairwise_stats(o1, o2, labels=labels, **self._inf())
-        if mirror is not None and combine:
-            res_rows = informative.alpaca_combine(res_rows, mirror)
-            jstats["combined_orders"] = len(res_rows)
-        annotator = f"ratioloop_{_safe(judge.name)}"
-        model_outputs = [{"dataset": it.get("dataset", ""), "instruction": it["instruction"], "output": o,
-                          "generator": self.model_name} for it, o in zip(items, outs)]
-        annotations = [{"instruction": it["instruction"], "output_1": r[0], "generator_1": r[1],
-                        "dataset": it.get("dataset", ""), "output_2": o, "generator_2": self.model_name,
-                        "annotator": annotator, "preference": rr["preference"],
-                        "raw_completion": rr["raw_completion"], "swapped": rr["swapped"]}
-                       for it, o, r, rr in zip(items, outs, refs, res_rows)]
-        d = self.out / "alpaca_eval"
-        _write_json(d / "model_outputs.json", model_outputs)
-        _write_json(d / annotator / "annotations.json", annotations)
-        self.outputs["alpaca_eval_outputs"] = d / "model_outputs.json"
-        self.outputs["alpaca_eval_annotations"] = d / annotator / "annotations.json"
-        if not s["r_ref"] and "alpaca_eval" in ans["baseline"]:
-            _write_json(d / "reference_outputs.json", [{"dataset": it.get("dataset", ""), "instruction": it["instruction"],
-                                                        "output": r[0], "generator": r[1]} for it, r in zip(items, refs)])
-            self.outputs["alpaca_eval_reference_outputs"] = d / "reference_outputs.json"
-        prefs = [rr["preference"] for rr in res_rows]
-        res = alpaca_eval.win_rate(prefs, [len(o) for o in outs])
-        res.update(self._alpaca_lc(prefs, [len(r[0]) for r in refs], [len(o) for o in outs], s))
-        extra = [] if res["length_controlled_winrate"] is not None else [res["lc_unavailable_because"]]
-        if s["gamed"] is not None and not s["gamed_official"]:
-            extra.append("df_gamed.csv is not the pinned official file")
-        if mirror is not None and combine:
-            extra.append("preferences combine both orders (judge.position_debias)")
-        official = bool(s["i_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
-        res.update(instructions=s["i_ref"], reference_outputs=s["r_ref"],
-                   **self._comparable("alpaca_eval", judge, official, extra),
-                   **self._judge_health("alpaca_eval", judge, err0, res["n_invalid"], len(prefs), jstats))
-        self.summary["alpaca_eval"] = res
-        _write_leaderboard(d / "leaderboard.csv", self.model_name, res)
-        self.outputs["alpaca_eval_leaderboard"] = d / "leaderboard.csv"
-        self.metrics.update({"alpaca_eval.win_rate": res["win_rate"], "alpaca_eval.se": res["standard_error"],
-                             "alpaca_eval.lc_win_rate": res["length_controlled_winrate"],
-                             "alpaca_eval.lc_se": res["lc_standard_error"],
-                             "alpaca_eval.discrete_win_rate": res["discrete_win_rate"],
-                             "alpaca_eval.n_invalid": res["n_invalid"]})
+        run_alpaca_eval.run(self, judge, s, ans)
 
-    @staticmethod
-    def _alpaca_lc(prefs: list[float | None], len_ref: list[int], len_model: list[int],
-                   s: dict[str, Any]) -> dict[str, Any]:
-        """The leaderboard's LC (length_controlled_v1) when df_gamed.csv is given; otherwise no LC number, the
-        reason, and the fit the given files allow under its own alpaca_eval name (noreg with instruction
-        difficulties, else minimal), never under the official key."""
-        lc = alpaca_eval.length_controlled(prefs, len_ref, len_model, gamed=s["gamed"])
-        out: dict[str, Any] = {"length_controlled_winrate": lc["lc_win_rate"],
-                               "lc_standard_error": lc["lc_standard_error"], "glm": lc}
-        if lc["lc_win_rate"] is None:
-            out["lc_unavailable_because"] = f"no official LC: {lc.get('reason')}"
-            name = "length_controlled_noreg" if s["difficulty"] is not None else "length_controlled_minimal"
-            alt = alpaca_eval.length_controlled(prefs, len_ref, len_model, glm=name,
-                                                instruction_difficulty=s["difficulty"])
-            out[f"{name}_winrate"] = alt["lc_win_rate"]
-            out["glm_unofficial"] = alt
-        return out
+    _alpaca_lc = staticmethod(run_alpaca_eval.lc_result)
 
     def run_mt(self, judge: Judge, s: dict[str, Any], ans: dict[str, Any]) -> None:
-        qs = s["questions"]
-        pol = ans["policy"]["mt_bench"]
-        items = [{"id": q["id"], "category": q["category"], "turns": q["turns"], "answers": pol[q["id"]]["turns"],
-                  "reference": q.get("reference")} for q in qs]
-        n = sum(min(len(q["turns"]), len(pol[q["id"]]["turns"])) for q in qs)
-        err0 = judge.n_errors
-        rows = mt_bench.judge_turns(judge, items, max_tokens=self.max_tokens("mt_bench"),
-                                    on_done=lambda k: self.stage.progress(k, n, "mt_bench judgments"),
-                                    prompt_set=s["prompts"])
-        d = self.out / "mt_bench"
-        ans_path = d / "model_answer" / f"{self.model_name}.jsonl"
-        atomic_write_jsonl(ans_path, [self._fastchat_answer(q["id"], pol[q["id"]]["turns"], self.model_name,
-                                                            pol[q["id"]]["n_tokens"]) for q in qs])
-        judgments = []
-        for r in rows:
-            row = {"question_id": _maybe_int(r["id"]), "model": self.model_name, "judge": [judge.name, r["prompt_name"]],
-                   "user_prompt": r["user_prompt"], "judgment": r["judgment"], "score": r["score"], "turn": r["turn"]}
-            if "probs" in r:
-                row["probs"] = r["probs"]
-            judgments.append(row)
-        jpath = d / "model_judgment" / f"{_safe(judge.name)}_single.jsonl"
-        atomic_write_jsonl(jpath, judgments)
-        self.outputs["mt_bench_answers"] = ans_path
-        self.outputs["mt_bench_judgments"] = jpath
-        res = mt_bench.summarize(rows, {q["id"]: q["category"] for q in qs})
-        official = bool(s["q_ref"]["official"] and s["full"] and s["r_ref"] and s["r_ref"]["official"])
-        extra = ["local judge scores are expected ratings over 1..10"] if judge.identity.get("type") == "local" else []
-        jstats = informative.rating_stats(informative.mt_ratings(rows), **self._inf())
-        res.update(questions=s["q_ref"], reference_answers=s["r_ref"],
-                   **self._comparable("mt_bench", judge, official, extra),
-                   **self._judge_health("mt_bench", judge, err0, res["n_excluded"], res["n_judgments"], jstats))
-        self.summary["mt_bench"] = res
-        self.metrics["mt_bench.score"] = res["score"]
-        for t, v in res["per_turn"].items():
-            self.metrics[f"mt_bench.turn{t}"] = v
-        self.metrics["mt_bench.n_excluded"] = res["n_excluded"]
+        run_mt_bench.run(self, judge, s, ans)
 
     def _arena_answer(self, qid: str, row: dict[str, Any], model: str) -> dict:
         """A v0.1 answer row (evals/arena_answers.py) from a cached answer row."""
@@ -668,33 +484,6 @@ class Evaluation:
             if v is not None:
                 self.stage.metric(k, v)
         self.stage.write_manifest(outputs=self.outputs, metrics=self.metrics)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _maybe_int(x: str) -> Any:
-    return int(x) if isinstance(x, str) and x.isdigit() else x
-
-
-def _mean(xs: list[float]) -> float | None:
-    return float(sum(xs) / len(xs)) if xs else None
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_leaderboard(path: Path, name: str, res: dict[str, Any]) -> None:
-    """One row in the column layout of alpaca_eval's leaderboard csv."""
-    cols = ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "discrete_win_rate",
-            "mode", "avg_length", "length_controlled_winrate", "lc_standard_error"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([""] + cols)
-    w.writerow([name] + ["" if res.get(c) is None else res.get(c, "") for c in cols])
-    atomic_write_text(path, buf.getvalue())
 
 
 def main(stage: Stage) -> None:

@@ -317,8 +317,8 @@ def _evaluation(tmp_path, **params):
     mod = iu.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ep = {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-4-1106-preview", "api_key_env": "UNUSED_KEY"}
-    st = Stage(spec={"stage": "evaluate", "params": {"models": {"policy": {"path": "p"}, "judge": {"endpoint": ep}},
-                                                     **params}, "outputDir": str(tmp_path)},
+    models = {"policy": {"path": str(tmp_path)}, "judge": {"endpoint": ep}}
+    st = Stage(spec={"stage": "evaluate", "params": {"models": models, **params}, "outputDir": str(tmp_path)},
                spec_path=tmp_path / "spec.json")
     return mod.Evaluation(st)
 
