@@ -99,27 +99,7 @@ def generate_batch(model, tok, prompts: list[str] | list[list[int]], *, max_new_
     return results
 
 
-# --- vLLM ---------------------------------------------------------------------------------------------
-
-def vllm_importable() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-def load_vllm(spec: dict[str, Any], *, tensor_parallel_size: int = 1, seed: int = 0, max_model_len: int | None = None):
-    """A vLLM engine for a model spec (path/hub, tokenizer, dtype). Imported lazily: vLLM is optional."""
-    from vllm import LLM
-
-    from .models import source_of
-
-    kwargs: dict[str, Any] = dict(model=source_of(spec), tokenizer=spec.get("tokenizer") or source_of(spec),
-                                  dtype=spec.get("dtype", "auto"),
-                                  tensor_parallel_size=int(tensor_parallel_size), seed=int(seed))
-    if max_model_len:
-        kwargs["max_model_len"] = int(max_model_len)
-    return LLM(**kwargs)
-
+# --- vLLM (engines: vllm_engine.load_engine) ---------------------------------------------------------
 
 def generate_vllm(llm, tok, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0,
                   top_p: float = 1.0, top_k: int = 0, seeds: list[int], stop: list[str] | None = None,

@@ -544,27 +544,8 @@ def scorer_for(sm: ScoringModel, batch_size: int = 8, max_batch_tokens: int = 81
                       prefix_cache_tokens=prefix_cache_tokens)
 
 
-# --- vLLM backend (GPU): prompt log-probs of context + response; vLLM's prefix cache does the context reuse.
-# vLLM is not installed on the development machine, so this path is exercised only where it is (see tests).
-
-def load_vllm_models(specs: dict[str, dict[str, Any]], gpu_memory_utilization: float = 0.85) -> dict[str, ScoringModel]:
-    from vllm import LLM
-
-    keys = {name: _model_key(spec) for name, spec in specs.items()}
-    distinct = list(dict.fromkeys(keys.values()))
-    share = gpu_memory_utilization / max(1, len(distinct))
-    llms: dict[tuple[str, str, str], Any] = {}
-    out: dict[str, ScoringModel] = {}
-    for name, spec in specs.items():
-        key = keys[name]
-        if key not in llms:
-            dtype = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}[key[1]]
-            llms[key] = LLM(model=key[0], tokenizer=spec.get("tokenizer") or key[0], dtype=dtype,
-                            gpu_memory_utilization=share, enable_prefix_caching=True, seed=0)
-        out[name] = ScoringModel(name=name, spec=spec, model=llms[key], tok=load_tokenizer(spec),
-                                 template=str(spec.get("template", "chat")), device=key[2], backend="vllm")
-    return out
-
+# --- vLLM backend: prompt log-probs of context + response (the engines come from vllm_engine.load_scoring_engines;
+# vLLM's prefix cache does the context reuse). Tested against LogpScorer in test/python/test_vllm.py.
 
 class VllmScorer:
     def __init__(self, sm: ScoringModel):

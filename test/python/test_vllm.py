@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SCRIPTS, make_spec
+from conftest import ROOT, SCRIPTS, make_spec, run_script
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed "
                                 "(npm run setup -- --with-vllm; npm test installs it)")
@@ -35,7 +36,8 @@ def engine():
     old = os.environ.get("RATIOLOOP_VLLM_EAGER")
     os.environ["RATIOLOOP_VLLM_EAGER"] = "1"  # no graph compilation: the module starts in seconds, not minutes
     try:
-        llm = vllm_engine.load_engine(smol_spec(), seed=0, max_model_len=1024, prefix_caching=True)
+        # As the sample stage builds its engine (no prefix caching), so in-process runs equal separate processes'.
+        llm = vllm_engine.load_engine(smol_spec(), seed=0, max_model_len=1024)
     finally:
         if old is None:
             os.environ.pop("RATIOLOOP_VLLM_EAGER", None)
@@ -191,3 +193,23 @@ def test_evaluate_answers_through_vllm(stage_engine, tmp_path):
     ref = generate_batch(hf, model.tok, [model.render([{"role": "user", "content": q}]) for q in QUESTIONS[1:3]],
                          max_new_tokens=12, temperature=0.0)
     assert [got["q1"]["turns"][0], got["q2"]["turns"][0]] == [r["text"] for r in ref]
+
+
+def test_data_parallel_ranks_each_run_an_engine(stage_engine, tmp_path):
+    """sample.num_processes: 2 with vLLM: two torchrun ranks, each with its own one-process engine on its own
+    cores (CPU here; one GPU each on a GPU machine), whose merged samples equal one process's byte for byte."""
+    sample = {"n": 2, "seeds": [1, 2], "max_new_tokens": 8, "temperature": 0.8, "top_p": 0.95,
+              "max_prompt_tokens": 128, "backend": "vllm", "models": {"policy": smol_spec()}}
+    prompts = write_prompts(tmp_path / "prompts.jsonl")
+    one = make_spec(tmp_path, "sample", sample, {"prompts": prompts}, out=tmp_path / "one")
+    run_stage_inproc("sample.py", one)
+    two = make_spec(tmp_path, "sample", {**sample, "num_processes": 2}, {"prompts": prompts}, out=tmp_path / "two")
+    res = run_script("sample.py", two, env={"RATIOLOOP_VLLM_EAGER": "1", "RATIOLOOP_MERGE_TIMEOUT_S": "600",
+                                            "RATIOLOOP_NO_LOCK": ""})
+    out = res.stdout + res.stderr
+    assert "launching 2 data-parallel ranks" in out
+    binds = set(re.findall(r"VLLM_CPU_OMP_THREADS_BIND='([^']+)'", out))
+    assert len(binds) == 2 or len(os.sched_getaffinity(0)) < 2, binds  # each rank's engine on its own cores
+    m = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert m["sample"]["world_size"] == 2 and m["sample"]["backend"] == "vllm"
+    assert (tmp_path / "two" / "samples.jsonl").read_bytes() == (tmp_path / "one" / "samples.jsonl").read_bytes()
