@@ -3,8 +3,9 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, WorkflowFailedError } from '@temporalio/client';
-import { ConfigError, formatIssue, loadConfig } from './config/load';
+import { ConfigError, formatIssue, loadConfig, validateConfig } from './config/load';
 import { configJsonSchema } from './config/jsonSchema';
+import { preflight, PreflightError } from './config/preflight';
 import type { RunConfig } from './config/schema';
 import { cancelRun, controlRun, resumeRun, runStatus, startRun, UserError, type StartedRun } from './client/runs';
 import { compareRuns, renderCompareTable } from './client/compare';
@@ -22,8 +23,8 @@ import { writeWorkflowBundle } from './workflowBundle';
 const USAGE = `ratioloop — on-policy preference tuning with the guided density-ratio reward
 
 Usage:
-  ratioloop run CONFIG [--run-id ID] [--iterations K] [--detach] [--no-worker]
-  ratioloop resume RUN_ID [--runs-dir DIR] [--iterations K] [--detach] [--no-worker]
+  ratioloop run CONFIG [--run-id ID] [--iterations K] [--detach] [--no-worker] [--no-preflight]
+  ratioloop resume RUN_ID [--runs-dir DIR] [--iterations K] [--detach] [--no-worker] [--no-preflight]
   ratioloop status RUN_ID [--runs-dir DIR] [--json]
   ratioloop list [--runs-dir DIR] [--json]
   ratioloop cancel RUN_ID
@@ -34,12 +35,16 @@ Usage:
   ratioloop worker [--queues control,cpu,gpu] [--config CONFIG] [--bundle FILE]
   ratioloop bundle [--out FILE]
   ratioloop server [--port P] [--ui-port P]
-  ratioloop validate CONFIG
+  ratioloop validate CONFIG [--no-preflight]
   ratioloop schema
   ratioloop reward-eval --config CONFIG --pairs FILE [--limit N] [--json]
 
 Temporal: without TEMPORAL_ADDRESS an embedded dev server (SQLite under .ratioloop/) is used; set TEMPORAL_ADDRESS,
 TEMPORAL_NAMESPACE and TEMPORAL_TLS_CERT/KEY/CA or TEMPORAL_API_KEY to use any Temporal cluster or Temporal Cloud.
+
+Pre-flight: validate, run and resume check on this host that every path the config names exists (model folders with
+config.json and, for template: chat, a chat template; prompts, guidance, eval data) and that each endpoint's api_key_env
+is set. --no-preflight skips it (for clusters where this host cannot see the workers' paths).
 
 Control (pause, unpause, set-iterations, stop-after-iteration, skip-stage) is checked when sent and applied at the
 next stage boundary: the running stage is never interrupted. A stage may be skipped only if no later stage of its
@@ -52,6 +57,9 @@ code at their next iteration boundary (docs/architecture.md, Versioning).`;
 const EXIT = { ok: 0, failed: 1, usage: 2, cancelled: 3, interrupted: 130 } as const;
 
 class UsageError extends Error {}
+
+const configErrorText = (e: ConfigError): string =>
+  `${e.file}: ${e instanceof PreflightError ? 'pre-flight failed (--no-preflight skips it where this host cannot see the workers\' paths)' : 'invalid config'}\n${e.issues.map((i) => `  ${formatIssue(i)}`).join('\n')}\n`;
 
 function need(positionals: string[], n: number, what: string): string[] {
   if (positionals.length < n) throw new UsageError(`missing ${what}\n\n${USAGE}`);
@@ -117,6 +125,14 @@ interface RunFlags {
   iterations?: string;
   'runs-dir'?: string;
   'run-id'?: string;
+  'no-preflight'?: boolean;
+}
+
+/** Pre-flight a config unless --no-preflight: a missing path is a usage error (exit 2) before anything starts. */
+async function preflightOrThrow(config: RunConfig, configPath: string, skip: boolean | undefined): Promise<void> {
+  if (skip) return;
+  const issues = await preflight(config, { configPath });
+  if (issues.length) throw new PreflightError(configPath, issues);
 }
 
 async function runOrResume(kind: 'run' | 'resume', positionals: string[], values: RunFlags): Promise<number> {
@@ -133,13 +149,19 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
   if (kind === 'run') {
     const [file] = need(positionals, 1, 'CONFIG') as [string];
     config = await loadConfig(file);
+    await preflightOrThrow(config, file, values['no-preflight']);
     runsDir = config.runsDir;
     runId = validateRunId(values['run-id'] ?? newRunId(config.name));
   } else {
     runId = validateRunId(need(positionals, 1, 'RUN_ID')[0]!);
   }
   // In-process workers serve the queues the run was planned with (a resumed run keeps its recorded plan).
-  const queues = config ? config.taskQueues : (await readRun(runDirOf(runsDir, runId)).catch(() => undefined))?.plan.queues;
+  const recorded = config ? undefined : await readRun(runDirOf(runsDir, runId)).catch(() => undefined);
+  // A resumed run re-checks its recorded config: a path removed since it started is a usage error, not a retried stage.
+  // (A record whose config no longer passes today's schema is resumed from its plan, unchecked.)
+  const recordedConfig = recorded?.configPath ? validateConfig(recorded.config).config : undefined;
+  if (recorded?.configPath && recordedConfig) await preflightOrThrow(recordedConfig, recorded.configPath, values['no-preflight']);
+  const queues = config ? config.taskQueues : recorded?.plan.queues;
   return withTemporal(async (client, target) => {
     if (detach && target.owned) {
       throw new UserError('--detach needs a Temporal server and workers that outlive this command: start `ratioloop server` and `ratioloop worker` (or set TEMPORAL_ADDRESS), then run again');
@@ -184,6 +206,7 @@ async function main(argv: string[]): Promise<number> {
       iterations: { type: 'string' },
       detach: { type: 'boolean' },
       'no-worker': { type: 'boolean' },
+      'no-preflight': { type: 'boolean' },
       'runs-dir': { type: 'string' },
       json: { type: 'boolean' },
       html: { type: 'string' },
@@ -207,15 +230,15 @@ async function main(argv: string[]): Promise<number> {
     case 'validate': {
       const [file] = need(positionals, 1, 'CONFIG') as [string];
       try {
-        await loadConfig(file);
+        await preflightOrThrow(await loadConfig(file), file, values['no-preflight']);
       } catch (e) {
         if (e instanceof ConfigError) {
-          process.stderr.write(`${file}: invalid config\n${e.issues.map((i) => `  ${formatIssue(i)}`).join('\n')}\n`);
+          process.stderr.write(configErrorText(e));
           return EXIT.usage;
         }
         throw e;
       }
-      process.stdout.write(`${file}: ok\n`);
+      process.stdout.write(`${file}: ok${values['no-preflight'] ? ' (schema only: pre-flight skipped)' : ''}\n`);
       return EXIT.ok;
     }
     case 'schema':
@@ -318,7 +341,7 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
     if (e instanceof ConfigError) {
-      process.stderr.write(`${e.file}: invalid config\n${e.issues.map((i) => `  ${formatIssue(i)}`).join('\n')}\n`);
+      process.stderr.write(configErrorText(e));
       process.exit(EXIT.usage);
     }
     if (e instanceof UsageError || e instanceof RunIdError || e instanceof UserError || (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {

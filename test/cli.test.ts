@@ -19,6 +19,37 @@ describe('ratioloop CLI', () => {
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/train\.beta: /);
   });
+  it('validate pre-flights paths: 2 naming each missing one by its key; run stops there too, before any server', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-cli-preflight-'));
+    const text = (await readFile(path.join(projectRoot, 'configs/tiny.yaml'), 'utf8'))
+      .replace('path: prompts/demo.jsonl', `path: ${path.join(projectRoot, 'configs/prompts/demo-typo.jsonl')}`)
+      .replace('weak: { path: ../.ratioloop/models/smollm2-135m-instruct,', `weak: { path: ${path.join(dir, 'no-model')},`)
+      .replace(/\.\.\/\.ratioloop/g, path.join(projectRoot, '.ratioloop'));
+    const config = path.join(dir, 'config.yaml');
+    await writeFile(config, text);
+    const r = await cli('validate', config);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`models.weak.path: ${path.join(dir, 'no-model')} does not exist`);
+    expect(r.stderr).toMatch(/prompts\.path: .*demo-typo\.jsonl does not exist/);
+    expect((await cli('validate', config, '--no-preflight')).exitCode).toBe(0);
+    const run = await cli('run', config, '--run-id', 'preflight-typo');
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr).toContain('pre-flight failed');
+    expect(run.stdout).not.toContain('started run');
+  });
+  it("validate: the paper recipe names its models and unset API keys (never their values); --no-preflight checks the schema only", async () => {
+    const hub = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-cli-hub-'));
+    const env = { TEMPORAL_ADDRESS: '', HF_HUB_CACHE: hub, OPENAI_API_KEY: '', ROUTER_API_KEY: 'sk-router-secret' };
+    const r = await execa('node', [path.join(projectRoot, 'bin/ratioloop.js'), 'validate', 'configs/llama3-8b-gdr-simpo.yaml'], { cwd: projectRoot, reject: false, env });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/models\.policy\.hub: meta-llama\/Meta-Llama-3-8B-Instruct is not in this host's Hugging Face cache/);
+    expect(r.stderr).toContain('models.judge.endpoint.api_key_env: the environment variable OPENAI_API_KEY is not set');
+    expect(r.stderr).not.toContain('ROUTER_API_KEY');
+    expect(r.stderr).not.toContain('sk-router-secret');
+    const schemaOnly = await cli('validate', 'configs/llama3-8b-gdr-simpo.yaml', '--no-preflight');
+    expect(schemaOnly.exitCode).toBe(0);
+    expect(schemaOnly.stdout).toContain('pre-flight skipped');
+  });
   it('schema prints JSON Schema', async () => {
     const r = await cli('schema');
     expect(r.exitCode).toBe(0);
