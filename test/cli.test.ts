@@ -1,5 +1,5 @@
 // The CLI as a user runs it: exit codes and messages.
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -36,6 +36,21 @@ describe('ratioloop CLI', () => {
     expect(run.exitCode).toBe(2);
     expect(run.stderr).toContain('pre-flight failed');
     expect(run.stdout).not.toContain('started run');
+  });
+  it('resume pre-flights the recorded config: a path removed since the run started is exit 2, before any server', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-cli-resume-'));
+    const model = path.join(dir, 'model');
+    await mkdir(model);
+    await writeFile(path.join(model, 'config.json'), '{}');
+    await writeFile(path.join(model, 'chat_template.jinja'), '{{ messages }}');
+    const config = { name: 't', runsDir: path.join(dir, 'runs'), models: { policy: { path: model }, strong: { path: model }, weak: { path: model } }, prompts: { path: 'gone.jsonl' }, evaluate: { enabled: false } };
+    const runDir = path.join(dir, 'runs', 'gone-prompts');
+    await mkdir(runDir, { recursive: true });
+    // Only what resume reads before pre-flight: the recorded config, where it came from, and the plan's queues.
+    await writeFile(path.join(runDir, 'run.json'), JSON.stringify({ runId: 'gone-prompts', configPath: path.join(dir, 'config.yaml'), config, plan: { queues: {} } }));
+    const r = await cli('resume', 'gone-prompts', '--runs-dir', path.join(dir, 'runs'));
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`prompts.path: ${path.join(dir, 'gone.jsonl')} does not exist`);
   });
   it("validate: the paper recipe names its models and unset API keys (never their values); --no-preflight checks the schema only", async () => {
     const hub = await mkdtemp(path.join(os.tmpdir(), 'ratioloop-cli-hub-'));
