@@ -72,16 +72,16 @@ class AnswerModel:
 
     def generate(self, messages_list: list[list[dict[str, str]]], *, temperature: float, key: str) -> list[dict]:
         from .. import generate as gen
-        from ..models import encode
+        from ..models import model_ids
 
         prompts = [self.render(m) for m in messages_list]
-        ids = [encode(self.tok, p) for p in prompts]
+        ids = [model_ids(self.tok, p) for p in prompts]  # the BOS rule, as in sample/score/train
         limit = self.limit_for([len(i) for i in ids])
         if self.backend == "vllm":
             seeds = [gen.batch_seed(self.seed, f"{key}:{i}") for i in range(len(prompts))]
             return gen.generate_vllm(self.llm, self.tok, ids, max_new_tokens=limit, temperature=temperature,
                                      top_p=self.top_p, seeds=seeds)
-        return gen.generate_batch(self.model, self.tok, prompts, max_new_tokens=limit,
+        return gen.generate_batch(self.model, self.tok, ids, max_new_tokens=limit,
                                   temperature=temperature, top_p=self.top_p, seed=self.seed, key=key)
 
     def close(self) -> None:
