@@ -376,7 +376,7 @@ def test_slices_cover_everything_once_and_merge_orders_by_id():
     from ratioloop_py.sampling import Rendered
 
     prompts = [Prompt("a", [{"role": "user", "content": "1"}]), Prompt("b", [{"role": "user", "content": "2"}], "CHAT")]
-    rendered = {p.id: Rendered("", 1, p.messages, False) for p in prompts}
+    rendered = {p.id: Rendered("", [], 1, p.messages, False) for p in prompts}
     shard = lambda s, t: [{"prompt_id": pid, "seed": s, "text": t, "finish_reason": "stop", "n_tokens": 3}  # noqa: E731
                           for pid in ("b", "a")]
     rows = merge(prompts, rendered, [9, 8], {9: shard(9, "x"), 8: shard(8, "x")})
