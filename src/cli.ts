@@ -12,10 +12,11 @@ import { compareRuns, renderCompareTable } from './client/compare';
 import { writeHtmlReport } from './client/report';
 import { resolveTemporal, startDevServer, type TemporalTarget } from './devServer';
 import { log } from './log';
-import { ProgressView, statusLines } from './progressView';
+import { failureLines, ProgressView, statusLines } from './progressView';
 import { listRuns, newRunId, readRun, runDirOf, RunIdError, validateRunId } from './runStore';
 import { connectClient, prepareNamespace, settingsFromEnv } from './temporal';
-import { QUEUE_ROLES, startWorkers, type QueueRole, type WorkerSet } from './worker';
+import { QUEUE_ROLES, routeSdkLogs, startWorkers, type QueueRole, type WorkerSet } from './worker';
+import { sdkFileLogger, sdkLogPath } from './sdkLog';
 import { runRewardEval } from './client/rewardEval';
 import { stateDir } from './paths';
 import { writeWorkflowBundle } from './workflowBundle';
@@ -79,6 +80,17 @@ async function withTemporal<T>(fn: (client: Client, target: TemporalTarget) => P
   }
 }
 
+let sdkLog: string | undefined;
+/** Before this process's first worker: the SDK's and workers' logs go to a file, whose path is printed once. */
+function logSdkToFile(command: string): void {
+  if (sdkLog) return;
+  const file = sdkLogPath(command);
+  const f = sdkFileLogger(file, { onError: (m) => process.stderr.write(`worker error: ${m.split('\n')[0]} (details in ${file})\n`) });
+  if (!routeSdkLogs(f.logger)) return f.close();
+  sdkLog = file;
+  process.stderr.write(`worker and Temporal SDK logs: ${file}\n`);
+}
+
 /** Follow a run until it closes, drawing progress; returns the exit code. */
 async function follow(client: Client, started: StartedRun, runsDir: string): Promise<number> {
   const view = new ProgressView();
@@ -107,7 +119,8 @@ async function follow(client: Client, started: StartedRun, runsDir: string): Pro
     await writeHtmlReport(cmp, report);
     process.stdout.write(`\nreport: ${report}\nrun folder: ${started.runDir}\n`);
   } else {
-    process.stderr.write(`\nrun ${started.runId} ${code === EXIT.cancelled ? 'was cancelled' : `failed: ${final.record.error ?? 'see status'}`}\n`);
+    const lines = code === EXIT.cancelled ? [`run ${started.runId} was cancelled`] : await failureLines(final, started.runDir, sdkLog);
+    process.stderr.write(`\n${lines.join('\n')}\n`);
     process.stderr.write(`fix the cause, then: ratioloop resume ${started.runId}\n`);
   }
   return code;
@@ -168,6 +181,7 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
     }
     let workers: WorkerSet | undefined;
     if (!noWorker) {
+      logSdkToFile(kind);
       workers = await startWorkers({ settings: target.settings, roles: QUEUE_ROLES, ...(queues ? { queues } : {}) });
     }
     const onSigint = (): void => {
@@ -303,6 +317,7 @@ async function main(argv: string[]): Promise<number> {
       const config = values.config ? await loadConfig(String(values.config)) : undefined;
       const target = await resolveTemporal(await settingsFromEnv(), log);
       if (target.owned) log.warn('no Temporal server was running: started an embedded one for this worker');
+      logSdkToFile('worker');
       const ws = await startWorkers({ settings: target.settings, roles: roles as QueueRole[], ...(config ? { queues: config.taskQueues } : {}), ...(values.bundle ? { bundleFile: String(values.bundle) } : {}) });
       log.info({ address: target.settings.address, roles, ...(ws.buildId ? { buildId: ws.buildId } : {}) }, 'worker running (Ctrl-C to stop)');
       const stop = (): void => void ws.shutdown();

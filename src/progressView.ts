@@ -1,6 +1,9 @@
-// Live progress of a run: a redrawn table on a TTY, one plain line per change otherwise.
+// Live progress of a run: a redrawn table on a TTY, one plain line per change otherwise; a failure as one line.
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
 import type { StageHeartbeat } from '../workflows/types';
 import type { RunStatus } from './client/runs';
+import { stageDirOf } from './runStore';
 
 const fmtDur = (ms: number): string => {
   const s = Math.max(0, Math.round(ms / 1000));
@@ -95,4 +98,28 @@ export class ProgressView {
       }
     }
   }
+}
+
+/** The newest `logs/attempt-N.stderr.log` of a stage folder (the stage program's whole stderr), if any. */
+export async function lastAttemptLog(stageDir: string): Promise<string | undefined> {
+  const names = await readdir(path.join(stageDir, 'logs')).catch(() => [] as string[]);
+  const attempts = names.map((n) => /^attempt-(\d+)\.stderr\.log$/.exec(n)).filter((m): m is RegExpExecArray => m !== null);
+  const last = attempts.sort((a, b) => Number(b[1]) - Number(a[1]))[0];
+  return last ? path.join(stageDir, 'logs', last[0]) : undefined;
+}
+
+/**
+ * What the terminal says of a failed run: one line (the error's first line, which names the stage's own message), then
+ * where the full text is: the failed stage's attempt log and this process's SDK log. Never the SDK's failure object.
+ */
+export async function failureLines(st: RunStatus, runDir: string, sdkLog?: string): Promise<string[]> {
+  const rec = st.record;
+  const failed = [...rec.stages].reverse().find((s) => s.status === 'failed');
+  const why = (rec.error ?? failed?.error ?? 'see ratioloop status').split('\n')[0]!.trim();
+  const where = failed && !/^iteration \d+ /.test(why) ? `iteration ${failed.iteration} ${failed.stage}: ` : '';
+  const lines = [`run ${rec.runId} failed: ${where}${why}`];
+  const stageLog = failed ? await lastAttemptLog(stageDirOf(runDir, failed.iteration, failed.stage)) : undefined;
+  if (stageLog) lines.push(`  stage log: ${stageLog}`);
+  if (sdkLog) lines.push(`  worker log: ${sdkLog}`);
+  return lines;
 }

@@ -1,6 +1,6 @@
 // Workers: the control queue runs the workflow and bookkeeping; the cpu and gpu queues run stages. One process may serve
 // any subset, so many machines can serve one run (e.g. `ratioloop worker --queues gpu` on each GPU box).
-import { DefaultLogger, Runtime, Worker, type LogLevel } from '@temporalio/worker';
+import { DefaultLogger, Runtime, Worker, type Logger, type LogLevel } from '@temporalio/worker';
 import { createControlActivities, createStageActivities, type StageDeps } from '../activities';
 import { projectRoot, pythonPath, scriptsDir } from './paths';
 import { connectWorker, type TemporalSettings } from './temporal';
@@ -11,11 +11,26 @@ export const QUEUE_ROLES: readonly QueueRole[] = ['control', 'cpu', 'gpu'];
 export const DEFAULT_QUEUES: Record<QueueRole, string> = { control: 'ratioloop-control', cpu: 'ratioloop-cpu', gpu: 'ratioloop-gpu' };
 
 let runtimeInstalled = false;
-function installRuntime(): void {
+function installRuntime(logger?: Logger): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
+  if (logger) {
+    // Core's own (Rust) lines are forwarded to the same logger, so nothing of the SDK reaches the terminal directly.
+    Runtime.install({ logger, telemetryOptions: { logging: { forward: {}, filter: { core: 'WARN', other: 'WARN' } } } });
+    return;
+  }
   const level = (process.env.TEMPORAL_SDK_LOG_LEVEL ?? 'WARN') as LogLevel;
   Runtime.install({ logger: new DefaultLogger(level) });
+}
+
+/**
+ * Send the SDK's and workers' logs to `logger` (the CLI's log file) instead of the console. Call before the first
+ * worker starts; false when the runtime was already installed (its logger cannot change then).
+ */
+export function routeSdkLogs(logger: Logger): boolean {
+  if (runtimeInstalled) return false;
+  installRuntime(logger);
+  return true;
 }
 
 const bundles = new Map<string, Promise<BuiltBundle>>();
