@@ -10,7 +10,8 @@ import type { RunConfig } from './config/schema';
 import { cancelRun, controlRun, resumeRun, runStatus, startRun, UserError, type StartedRun } from './client/runs';
 import { compareRuns, renderCompareTable } from './client/compare';
 import { writeHtmlReport } from './client/report';
-import { resolveTemporal, startDevServer, type TemporalTarget } from './devServer';
+import { findRunningServer } from './devServer';
+import { resolveTemporal, serverLogFile, stopSharedServer, superviseServer, type TemporalTarget } from './sharedServer';
 import { log } from './log';
 import { failureLines, ProgressView, statusLines } from './progressView';
 import { listRuns, newRunId, readRun, runDirOf, RunIdError, validateRunId } from './runStore';
@@ -24,24 +25,35 @@ import { writeWorkflowBundle } from './workflowBundle';
 const USAGE = `ratioloop — on-policy preference tuning with the guided density-ratio reward
 
 Usage:
-  ratioloop run CONFIG [--run-id ID] [--iterations K] [--detach] [--no-worker] [--no-preflight]
-  ratioloop resume RUN_ID [--runs-dir DIR] [--iterations K] [--detach] [--no-worker] [--no-preflight]
+  ratioloop run CONFIG [--run-id ID] [--iterations K] [--detach] [--no-worker] [--no-preflight] [--cancel-on-interrupt]
+  ratioloop resume RUN_ID [--runs-dir DIR] [--iterations K] [--restart] [--detach] [--no-worker] [--no-preflight] [--cancel-on-interrupt]
   ratioloop status RUN_ID [--runs-dir DIR] [--json]
   ratioloop list [--runs-dir DIR] [--json]
-  ratioloop cancel RUN_ID
+  ratioloop cancel RUN_ID [--runs-dir DIR] [--force]
   ratioloop pause|unpause|stop-after-iteration RUN_ID
   ratioloop set-iterations RUN_ID K
   ratioloop skip-stage RUN_ID ITER STAGE
   ratioloop compare RUN_ID... [--runs-dir DIR] [--json] [--html FILE]
   ratioloop worker [--queues control,cpu,gpu] [--config CONFIG] [--bundle FILE]
   ratioloop bundle [--out FILE]
-  ratioloop server [--port P] [--ui-port P]
+  ratioloop server [--port P] [--ui-port P] | ratioloop server stop
   ratioloop validate CONFIG [--no-preflight]
   ratioloop schema
   ratioloop reward-eval --config CONFIG --pairs FILE [--limit N] [--json]
 
 Temporal: without TEMPORAL_ADDRESS an embedded dev server (SQLite under .ratioloop/) is used; set TEMPORAL_ADDRESS,
 TEMPORAL_NAMESPACE and TEMPORAL_TLS_CERT/KEY/CA or TEMPORAL_API_KEY to use any Temporal cluster or Temporal Cloud.
+The embedded server is shared: one per .ratioloop/ (server.lock), on a port chosen once (server-port.json), in its own
+process group (Ctrl-C never reaches it), logging to .ratioloop/logs/server.log (size-capped). The first command that
+needs it starts it; it stops a few seconds after its last user exits, or with \`ratioloop server stop\`.
+\`ratioloop server\` keeps one in the foreground (with the UI); \`ratioloop worker\` uses the running one, never its own.
+
+Ctrl-C in run/resume stops this command's workers and leaves the run open and resumable (the running stage is
+cancelled and runs again from its checkpoint): \`ratioloop resume RUN_ID\` continues it. --cancel-on-interrupt cancels
+the run instead. A second Ctrl-C exits at once. \`cancel\` waits until the cancellation is recorded (starting a
+control worker here if none serves the run); --force terminates without bookkeeping. \`resume --restart\` terminates a
+stuck open execution (e.g. one failing replay after an upgrade) and starts a new one: safe, because finished stages
+are proven by their manifests and skipped.
 
 Pre-flight: validate, run and resume check on this host that every path the config names exists (model folders with
 config.json and, for template: chat, a chat template; prompts, guidance, eval data) and that each endpoint's api_key_env
@@ -68,15 +80,18 @@ function need(positionals: string[], n: number, what: string): string[] {
 }
 
 async function withTemporal<T>(fn: (client: Client, target: TemporalTarget) => Promise<T>): Promise<T> {
-  const target = await resolveTemporal(await settingsFromEnv(), log);
-  const connection = await connectClient(target.settings);
+  const target = (await resolveTemporal(await settingsFromEnv()))!;
   try {
-    // A server this process started was prepared at start; retention is changed only on the embedded server.
-    target.searchAttributes = target.owned ? true : await prepareNamespace(connection, target.settings.namespace, { retention: target.embedded, log });
-    return await fn(new Client({ connection, namespace: target.settings.namespace }), target);
+    const connection = await connectClient(target.settings);
+    try {
+      // A server this process started was prepared at start; retention is changed only on the embedded server.
+      target.searchAttributes = target.started ? true : await prepareNamespace(connection, target.settings.namespace, { retention: target.embedded, log });
+      return await fn(new Client({ connection, namespace: target.settings.namespace }), target);
+    } finally {
+      await connection.close();
+    }
   } finally {
-    await connection.close();
-    await target.owned?.stop();
+    target.release?.();
   }
 }
 
@@ -139,6 +154,8 @@ interface RunFlags {
   'runs-dir'?: string;
   'run-id'?: string;
   'no-preflight'?: boolean;
+  restart?: boolean;
+  'cancel-on-interrupt'?: boolean;
 }
 
 /** Pre-flight a config unless --no-preflight: a missing path is a usage error (exit 2) before anything starts. */
@@ -176,7 +193,7 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
   if (recorded?.configPath && recordedConfig) await preflightOrThrow(recordedConfig, recorded.configPath, values['no-preflight']);
   const queues = config ? config.taskQueues : recorded?.plan.queues;
   return withTemporal(async (client, target) => {
-    if (detach && target.owned) {
+    if (detach && target.started) {
       throw new UserError('--detach needs a Temporal server and workers that outlive this command: start `ratioloop server` and `ratioloop worker` (or set TEMPORAL_ADDRESS), then run again');
     }
     let workers: WorkerSet | undefined;
@@ -184,23 +201,36 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
       logSdkToFile(kind);
       workers = await startWorkers({ settings: target.settings, roles: QUEUE_ROLES, ...(queues ? { queues } : {}) });
     }
+    let interrupts = 0;
     const onSigint = (): void => {
-      // The workflow stays open in Temporal: any worker serving its queues later (the next `run`, a `worker`) continues it.
-      process.stderr.write(`\ninterrupted: run ${runId} stays open and continues when a worker serves its queues again (\`ratioloop resume ${runId}\` attaches and serves it); stop it for good with: ratioloop cancel ${runId}\n`);
+      if (++interrupts > 1) {
+        process.stderr.write(`\nsecond Ctrl-C: exiting now. Run ${runId} stays open in Temporal: \`ratioloop resume ${runId}\` continues it, \`ratioloop cancel ${runId}\` stops it\n`);
+        process.exit(EXIT.interrupted);
+      }
+      if (values['cancel-on-interrupt']) {
+        // Our workers keep serving until the workflow has recorded the cancellation; follow() then exits 3.
+        process.stderr.write(`\ninterrupted: cancelling run ${runId} (--cancel-on-interrupt); waiting until it is recorded (Ctrl-C again to exit at once)\n`);
+        void client.workflow.getHandle(runId).cancel().catch((e: unknown) => process.stderr.write(`could not cancel: ${(e as Error).message}\n`));
+        return;
+      }
+      process.stderr.write(
+        `\ninterrupted: stopping this command's workers; the running stage is cancelled and runs again from its checkpoint. ` +
+          `Run ${runId} stays open and resumable: \`ratioloop resume ${runId}\` continues it, \`ratioloop cancel ${runId}\` stops it for good. (Ctrl-C again to exit at once)\n`,
+      );
       void (async () => {
         await workers?.shutdown();
-        await target.owned?.stop();
+        target.release?.();
         process.exit(EXIT.interrupted);
       })();
     };
-    process.once('SIGINT', onSigint);
+    process.on('SIGINT', onSigint); // on, not once: the second Ctrl-C must reach onSigint too
     const attrs = target.searchAttributes === undefined ? {} : { searchAttributes: target.searchAttributes };
     try {
       const started =
         kind === 'run' && config
           ? await startRun(client, config, { configPath: positionals[0]!, runId, ...(iterations ? { iterations } : {}), ...attrs })
-          : await resumeRun(client, runsDir, runId, iterations, attrs);
-      process.stdout.write(`${kind === 'run' ? 'started' : started.attached ? 'attached to the running' : 'resumed'} run ${started.runId} (${started.plan.iterations} iteration${started.plan.iterations > 1 ? 's' : ''}) → ${started.runDir}\n`);
+          : await resumeRun(client, runsDir, runId, iterations, { ...attrs, ...(values.restart ? { restart: true } : {}) });
+      process.stdout.write(`${kind === 'run' ? 'started' : started.attached ? 'attached to the running' : started.restarted ? 'terminated the open execution of and restarted' : 'resumed'} run ${started.runId} (${started.plan.iterations} iteration${started.plan.iterations > 1 ? 's' : ''}) → ${started.runDir}\n`);
       if (detach) return EXIT.ok;
       return await follow(client, started, runsDir);
     } finally {
@@ -221,6 +251,10 @@ async function main(argv: string[]): Promise<number> {
       detach: { type: 'boolean' },
       'no-worker': { type: 'boolean' },
       'no-preflight': { type: 'boolean' },
+      restart: { type: 'boolean' },
+      'cancel-on-interrupt': { type: 'boolean' },
+      force: { type: 'boolean' },
+      shared: { type: 'boolean' },
       'runs-dir': { type: 'string' },
       json: { type: 'boolean' },
       html: { type: 'string' },
@@ -280,9 +314,18 @@ async function main(argv: string[]): Promise<number> {
     case 'cancel': {
       const [id] = need(positionals, 1, 'RUN_ID') as [string];
       validateRunId(id);
-      return withTemporal(async (client) => {
-        await cancelRun(client, id);
-        process.stdout.write(`cancellation requested for ${id}\n`);
+      return withTemporal(async (client, target) => {
+        const rec = await readRun(runDirOf(runsDir, id)).catch(() => undefined);
+        const res = await cancelRun(client, runsDir, id, {
+          force: Boolean(values.force),
+          startControlWorker: async (queue) => {
+            process.stderr.write(`no worker serves ${queue}: serving it here until the cancellation is recorded\n`);
+            const ws = await startWorkers({ settings: target.settings, roles: ['control'], ...(rec ? { queues: rec.plan.queues } : {}) });
+            return () => ws.shutdown();
+          },
+        });
+        const what = { 'already-closed': `run ${id} is not running (${res.status}): nothing to cancel`, cancelled: `run ${id} cancelled (recorded in Temporal and run.json); \`ratioloop resume ${id}\` continues it later`, terminated: `run ${id} terminated (--force); \`ratioloop resume ${id}\` continues it later` }[res.outcome];
+        process.stdout.write(what + '\n');
         return EXIT.ok;
       });
     }
@@ -315,8 +358,9 @@ async function main(argv: string[]): Promise<number> {
       const bad = roles.filter((r) => !(QUEUE_ROLES as readonly string[]).includes(r));
       if (bad.length) throw new UsageError(`--queues: unknown queue ${bad.join(', ')} (use control, cpu, gpu)`);
       const config = values.config ? await loadConfig(String(values.config)) : undefined;
-      const target = await resolveTemporal(await settingsFromEnv(), log);
-      if (target.owned) log.warn('no Temporal server was running: started an embedded one for this worker');
+      // A worker never starts a private server nobody else would see: it uses the running one, or says how to start one.
+      const target = await resolveTemporal(await settingsFromEnv(), { startIfNone: false });
+      if (!target) throw new UserError(`no Temporal server is running for ${stateDir}: start one with \`ratioloop server\` (or start the run first, or set TEMPORAL_ADDRESS)`);
       logSdkToFile('worker');
       const ws = await startWorkers({ settings: target.settings, roles: roles as QueueRole[], ...(config ? { queues: config.taskQueues } : {}), ...(values.bundle ? { bundleFile: String(values.bundle) } : {}) });
       log.info({ address: target.settings.address, roles, ...(ws.buildId ? { buildId: ws.buildId } : {}) }, 'worker running (Ctrl-C to stop)');
@@ -324,17 +368,34 @@ async function main(argv: string[]): Promise<number> {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       await ws.done;
-      await target.owned?.stop();
+      target.release?.();
       return EXIT.ok;
     }
     case 'server': {
-      const srv = await startDevServer({ ui: true, log, ...(values.port ? { port: Number(values.port) } : {}), ...(values['ui-port'] ? { uiPort: Number(values['ui-port']) } : {}) });
-      process.stdout.write(`Temporal dev server at ${srv.address} (database ${srv.dbFile})\nUI: ${srv.uiUrl}\nCtrl-C to stop.\n`);
-      const stop = (): void => void srv.stop();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      await srv.exited;
-      await srv.stop(); // idempotent: waits for the clean-up (server.json) a signal started
+      if (positionals[0] === 'stop') {
+        const stopped = await stopSharedServer();
+        process.stdout.write(stopped ? `stopped the Temporal server at ${stopped.address}\n` : `no Temporal server is running for ${stateDir}\n`);
+        return EXIT.ok;
+      }
+      if (values.shared) {
+        // The detached supervisor a command started (src/sharedServer.ts): serves until no user is left.
+        await superviseServer({ log });
+        return EXIT.ok;
+      }
+      const running = await findRunningServer();
+      if (running) {
+        process.stdout.write(`a Temporal server is already running at ${running.address} (log ${serverLogFile()}); \`ratioloop server stop\` stops it\n`);
+        return EXIT.ok;
+      }
+      const out = await superviseServer({
+        pinned: true,
+        ui: true,
+        log,
+        ...(values.port ? { port: Number(values.port) } : {}),
+        ...(values['ui-port'] ? { uiPort: Number(values['ui-port']) } : {}),
+        onReady: (srv) => process.stdout.write(`Temporal dev server at ${srv.address} (database ${srv.dbFile}, log ${serverLogFile()})\nUI: ${srv.uiUrl}\nCtrl-C or \`ratioloop server stop\` stops it.\n`),
+      });
+      if (out === 'already') process.stdout.write('another ratioloop process started a server meanwhile; it serves this folder\n');
       return EXIT.ok;
     }
     case 'bundle': {

