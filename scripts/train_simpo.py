@@ -8,6 +8,8 @@ Inputs:  pairs (train.jsonl from the pairs stage), pairs_test (optional, evaluat
          policy (optional: a model folder that overrides params.models.policy's path, e.g. iteration k-1's model).
 Outputs: model/ (manifest name "model": weights, tokenizer + chat template, generation config),
          metrics.jsonl ("metrics": one row per logging step).
+Logs:    params.report_to (auto | none | tensorboard | wandb | a list) goes to the Trainer's report_to; TensorBoard
+         event files go to tb/ in the stage folder (not an output: no manifest hash covers them).
 Resumable state: partial/checkpoints/checkpoint-N (weights, optimizer, scheduler, RNG, data position).
 Test hook: RATIOLOOP_TEST_CRASH_AFTER_STEPS=k makes every rank die (SIGKILL) right after checkpoint k is saved.
 """
@@ -53,8 +55,10 @@ DEFAULTS: dict[str, Any] = {
     "logging_steps": 1,
     "label_smoothing": 0.0,
     "sft_weight": 0.0,
+    "report_to": "auto",
     "launch": {},
 }
+REPORTERS = ("tensorboard", "wandb")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
               "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
 
@@ -105,10 +109,36 @@ def resolve_params(raw: dict[str, Any], spec_seed: int) -> dict[str, Any]:
         raise BadInput(f"params.dtype: expected auto|float32|bfloat16|float16, got {p['dtype']!r}")
     if not isinstance(p["gradient_checkpointing"], bool):
         raise BadInput("params.gradient_checkpointing: expected true or false")
+    p["report_to"] = resolve_report_to(p["report_to"])
     p["seed"] = spec_seed if raw.get("seed") is None else int(raw["seed"])
     if not isinstance(p["launch"], dict):
         raise BadInput("params.launch: expected an object")
     return p
+
+
+def resolve_report_to(v: Any) -> list[str]:
+    """The Trainer's report_to list. auto = TensorBoard when the tensorboard package is importable here (decided on
+    the worker, which is where it must be installed), else nothing."""
+    if v == "auto":
+        import importlib.util
+
+        return ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else []
+    if v == "none":
+        return []
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or any(x not in REPORTERS for x in items):
+        raise BadInput(f"params.report_to: expected auto, none, tensorboard, wandb or a list of tensorboard/wandb, "
+                       f"got {v!r}")
+    return sorted(set(items))
+
+
+def report_env(p: dict[str, Any], out_dir: Path) -> None:
+    """Where the reporters write: TensorBoard into <stage>/tb/, W&B's local files into the stage folder (unless
+    the worker's environment says otherwise for W&B)."""
+    if "tensorboard" in p["report_to"]:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tb")
+    if "wandb" in p["report_to"]:
+        os.environ.setdefault("WANDB_DIR", str(out_dir))
 
 
 def load_pairs(path: Path) -> list[dict[str, Any]]:
@@ -262,7 +292,7 @@ def tokenized_pairs(tok, path: Path, p: dict[str, Any], template: str) -> tuple[
     return out, counts
 
 
-def training_args(p: dict[str, Any], L: dict[str, Any], ckpt_root: Path, save_steps: int):
+def training_args(p: dict[str, Any], L: dict[str, Any], ckpt_root: Path, save_steps: int, run_name: str | None = None):
     from transformers import TrainingArguments
 
     mp = L["mixed_precision"]
@@ -284,7 +314,8 @@ def training_args(p: dict[str, Any], L: dict[str, Any], ckpt_root: Path, save_st
         save_steps=save_steps,
         save_total_limit=p["save_total_limit"],
         eval_strategy="no",
-        report_to=[],
+        report_to=p["report_to"],
+        run_name=run_name,
         disable_tqdm=True,
         remove_unused_columns=False,
         optim="adamw_torch",
@@ -376,7 +407,7 @@ def run_summary(rows: list[dict[str, Any]], p: dict[str, Any], L: dict[str, Any]
         "dtype": str(train_dtype(p, L)).replace("torch.", ""), "optimizer": "adamw_torch",
         "gradient_checkpointing": p["gradient_checkpointing"], "launch": L, "template": template,
         "tokenization": "joint prompt + response, split at the prompt; one BOS where the tokenizer adds one",
-        "policy": policy,
+        "policy": policy, "report_to": p["report_to"],
     }
     return {"metrics": metrics, "training": training}
 
@@ -405,7 +436,8 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
 
     total_steps = planned_steps(len(train_rows), p, world_size)
     save_steps = p["save_steps"] or default_save_steps(len(train_rows), p, world_size)
-    args = training_args(p, L, ckpt_root, save_steps)
+    report_env(p, stage.output_dir)
+    args = training_args(p, L, ckpt_root, save_steps, run_name=f"{stage.spec.get('runId')}/iter-{stage.iteration}")
     model = load_policy(mspec, train_dtype(p, L))
 
     appender = None

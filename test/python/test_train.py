@@ -340,3 +340,44 @@ def test_bad_pairs_exit_2_before_launch(tmp_path, tiny_models):
     (tmp_path / "pairs.jsonl").write_text('{"prompt": "not a list", "chosen": [], "rejected": []}\n')
     res = run_script("train_simpo.py", spec, check=False)
     assert res.returncode == 2 and "pairs.jsonl:1" in res.stderr
+
+
+# ------------------------------------------------------------------------------------------ report_to
+def test_report_to_reaches_the_trainer_arguments(tmp_path):
+    import importlib.util
+
+    import train_simpo
+    from ratioloop_py.errors import BadInput
+    from ratioloop_py.launch import resolve_launch
+
+    L = resolve_launch({}, gpu=False)
+    has_tb = importlib.util.find_spec("tensorboard") is not None
+    for given, want in (("auto", ["tensorboard"] if has_tb else []), ("none", []), ("wandb", ["wandb"]),
+                        (["wandb", "tensorboard"], ["tensorboard", "wandb"])):
+        p = train_simpo.resolve_params({"report_to": given}, 0)
+        assert p["report_to"] == want, given
+        # wandb itself need not be installed to check the argument: TrainingArguments only records the list
+        args = train_simpo.training_args(p, L, tmp_path / "ckpt", 1, run_name="r/iter-1")
+        assert args.report_to == want and args.run_name == "r/iter-1"
+    for bad in ("mlflow", [], ["tensorboard", "comet"], 3):
+        with pytest.raises(BadInput, match="params.report_to"):
+            train_simpo.resolve_params({"report_to": bad}, 0)
+
+
+def test_tensorboard_events_land_in_the_stage_folder(baseline):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out, _ = baseline
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["training"]["report_to"] == ["tensorboard"]  # the default (auto) with tensorboard installed
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    ea = EventAccumulator(str(out / "tb"))
+    ea.Reload()
+    loss = [e.value for e in ea.Scalars("train/loss")]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert loss == pytest.approx([r["loss"] for r in rows], rel=1e-6)
+    assert "train/rewards/accuracies" in ea.Tags()["scalars"]
+    # not part of any output, so no hash covers them
+    assert not any(str(out / "tb") in o["path"] or o["path"].startswith(str(out / "tb")) for o in man["outputs"])
+    assert not list((out / "model").rglob("events.out.tfevents.*"))
