@@ -3,10 +3,10 @@
 // workflow code takes effect at the next iteration boundary and history stays bounded. Any change to the sequence of
 // commands goes behind patched() (docs/architecture.md, Versioning); test/replay.test.ts replays recorded histories.
 import {
-  ActivityCancellationType,
   allHandlersFinished,
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   condition,
   ContinueAsNew,
   isCancellation,
@@ -29,6 +29,7 @@ import {
   stopAfterIterationUpdate,
   unpauseUpdate,
 } from './messages';
+import { CONTROL_ACTIVITY_OPTIONS, stageActivityOptions } from './activityOptions';
 import { iterationStatuses, nextPolicy, skipProblem, stageInputs } from './plan';
 import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumePoint, StageName, StageResult, StageStatus } from './types';
 
@@ -36,23 +37,13 @@ import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumeP
 export const PATCHES = {
   /** v1: continue-as-new at iteration boundaries and when Temporal suggests it (runs started earlier loop in one execution). */
   continueAsNew: 'ratioloop-continue-as-new-v1',
+  /** v1: a run whose cancellation was requested ends cancelled even when the stage failed otherwise (its worker was
+   * dead: the heartbeat timeout, not a cancel, ended the activity). Only that case runs patched(). */
+  cancelRequested: 'ratioloop-cancel-requested-v1',
 } as const;
 
 function stageActivities(plan: RunPlan, stage: StageName): StageActivities {
-  const sp = plan.stagePlans[stage];
-  return proxyActivities<StageActivities>({
-    taskQueue: plan.queues[sp.queue],
-    startToCloseTimeout: sp.options.startToCloseTimeout,
-    heartbeatTimeout: sp.options.heartbeatTimeout,
-    // Wait for the runner to kill the process group before the workflow moves on: no orphans.
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: {
-      maximumAttempts: sp.options.maximumAttempts,
-      initialInterval: sp.options.initialInterval,
-      backoffCoefficient: sp.options.backoffCoefficient,
-      nonRetryableErrorTypes: ['BadInput'],
-    },
-  });
+  return proxyActivities<StageActivities>(stageActivityOptions(plan, stage));
 }
 
 function errorMessage(err: unknown): string {
@@ -69,11 +60,7 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
   const state: RunProgress = { runId: plan.runId, status: 'running', iteration: from.iteration, iterations: plan.iterations, stages: iterationStatuses(plan, from.iteration, from.done), control: ctl };
   setHandler(progressQuery, () => state);
 
-  const control = proxyActivities<ControlActivities>({
-    taskQueue: plan.queues.control,
-    startToCloseTimeout: '1 minute',
-    retry: { maximumAttempts: 10 },
-  });
+  const control = proxyActivities<ControlActivities>(CONTROL_ACTIVITY_OPTIONS(plan.queues.control));
   const record = (s: StageStatus): Promise<void> => control.recordStage({ runDir: plan.runDir, status: s });
   const recordRun = (): Promise<{ buildId?: string } | void> =>
     control.recordRun({ runDir: plan.runDir, workflowRunId: workflowInfo().runId, status: state.status, error: state.error, iteration: state.iteration });
@@ -164,6 +151,8 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
           params: plan.stagePlans[stage].params,
           inputs: stageInputs(plan, stage, done, policy),
           ...(buildId ? { workflowBuildId: buildId } : {}),
+          ...(plan.stagePlans[stage].options.stallTimeoutMs ? { stallTimeoutMs: plan.stagePlans[stage].options.stallTimeoutMs } : {}),
+          ...(plan.stagePlans[stage].options.maxFailures ? { maxFailures: plan.stagePlans[stage].options.maxFailures } : {}),
         });
         done[stage] = result;
         status.status = result.skipped ? 'skipped' : 'done';
@@ -184,7 +173,9 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
     return state;
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
-    const cancelled = isCancellation(err);
+    // A cancel that reached a stage whose worker is dead ends that activity by heartbeat timeout, not as cancelled;
+    // the request is still on the root scope. The patch marker is written only in that case.
+    const cancelled = isCancellation(err) || (CancellationScope.current().consideredCancelled && patched(PATCHES.cancelRequested));
     state.status = cancelled ? 'cancelled' : 'failed';
     state.error = cancelled ? 'cancelled' : errorMessage(err);
     if (current) {
@@ -197,7 +188,7 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
       if (current) await record(current);
       await recordRun();
     });
-    if (cancelled) throw err;
+    if (cancelled) throw isCancellation(err) ? err : new CancelledFailure(`cancelled (the running stage ended otherwise: ${errorMessage(err)})`);
     const where = current ? `iteration ${current.iteration} ${current.stage}: ` : '';
     throw ApplicationFailure.nonRetryable(`${where}${state.error}`, 'StageFailed');
   }

@@ -33,9 +33,17 @@ export interface StageManifest {
 export interface StageActivityOptions {
   startToCloseTimeout: string;
   heartbeatTimeout: string;
+  /** Attempts in all; 0 = no cap (resumable stages: bounded by scheduleToCloseTimeout instead). */
   maximumAttempts: number;
   initialInterval: string;
   backoffCoefficient: number;
+  /** All attempts together, backoff included; absent (plans from before it) = no bound. */
+  scheduleToCloseTimeout?: string;
+  /** The longest wait between attempts; absent = Temporal's default (100 × initialInterval). */
+  maximumInterval?: string;
+  /** Failures the stage program reports on a live worker (crash, kill, stall) before the stage fails for good; lost
+   * workers and heartbeat timeouts (preemptions) do not count. Absent = no such cap. */
+  maxFailures?: number;
 }
 
 export interface StagePlan {
@@ -98,6 +106,8 @@ export interface StageRequest {
   inputs: Record<string, InputRef>;
   /** Build id of the workflow bundle that scheduled this stage (recorded in the attempt's worker record). */
   workflowBuildId?: string;
+  /** StageActivityOptions.maxFailures, enforced by the activity (Temporal's attempt count cannot tell a crash from a preemption). */
+  maxFailures?: number;
 }
 
 export interface StageResult {

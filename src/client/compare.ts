@@ -126,7 +126,8 @@ export const LC_UNAVAILABLE = 'no official LC';
 
 const f = (v: number | undefined, d = 3): string => (v === undefined ? '–' : Number.isInteger(v) ? String(v) : v.toFixed(d));
 
-export function renderCompareTable(cmp: Comparison): string {
+/** The comparison as a header and rows of display strings: the CLI's text table and the report's HTML table. */
+export function compareTableCells(cmp: Comparison): { header: string[]; rows: string[][] } {
   const evalKeys = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.eval)))].filter((k) => /\.(score|win_rate|lc_win_rate)$/.test(k)).sort();
   const domains = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.marginByDomain)))].sort();
   const routedDomains = [...new Set(cmp.rows.flatMap((r) => Object.keys(r.routedByDomain)))].sort();
@@ -151,6 +152,11 @@ export function renderCompareTable(cmp: Comparison): string {
     }),
     `${(Object.values(r.durationsMs).reduce((a, b) => a + b, 0) / 1000).toFixed(0)}s`,
   ]);
+  return { header, rows };
+}
+
+export function renderCompareTable(cmp: Comparison): string {
+  const { header, rows } = compareTableCells(cmp);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');

@@ -60,15 +60,36 @@ function resolveEvalPaths(e: RunConfig['evaluate'], base: string) {
 
 const ms = (d: string): string => d.replace(/\s+/g, ' ');
 
+/**
+ * Built-in retry bounds where neither timeouts.<stage> nor timeouts.default sets them. Stages that resume from
+ * partial/ lose nothing to a retry, so preemptions must not use up attempts: no cap, bounded in time. pairs redoes
+ * its (small) work each time and keeps a cap.
+ */
+export const STAGE_RETRY_DEFAULTS: Record<StageName, { maxAttempts: number | null; scheduleToClose: string | null }> = {
+  sample: { maxAttempts: null, scheduleToClose: '72h' },
+  score: { maxAttempts: null, scheduleToClose: '72h' },
+  pairs: { maxAttempts: 3, scheduleToClose: null },
+  train: { maxAttempts: null, scheduleToClose: '72h' },
+  evaluate: { maxAttempts: null, scheduleToClose: '72h' },
+};
+
+/** The stage's value, else the default section's, else the built-in one; null is a value (no cap / no bound). */
+const pick = <T>(stage: T | undefined, dflt: T | undefined, builtin: T): T => (stage !== undefined ? stage : dflt !== undefined ? dflt : builtin);
+
 function stageOptions(config: RunConfig, stage: StageName): StageActivityOptions {
   const d = config.timeouts.default;
   const s = config.timeouts[stage] ?? {};
+  const attempts = pick(s.maxAttempts, d.maxAttempts, STAGE_RETRY_DEFAULTS[stage].maxAttempts);
+  const bound = pick(s.scheduleToClose, d.scheduleToClose, STAGE_RETRY_DEFAULTS[stage].scheduleToClose);
   return {
     startToCloseTimeout: ms(s.startToClose ?? d.startToClose),
     heartbeatTimeout: ms(s.heartbeat ?? d.heartbeat),
-    maximumAttempts: s.maxAttempts ?? d.maxAttempts,
+    maximumAttempts: attempts ?? 0,
     initialInterval: ms(s.initialInterval ?? d.initialInterval),
     backoffCoefficient: s.backoffCoefficient ?? d.backoffCoefficient,
+    ...(bound ? { scheduleToCloseTimeout: ms(bound) } : {}),
+    maximumInterval: ms(s.maximumInterval ?? d.maximumInterval),
+    maxFailures: s.maxFailures ?? d.maxFailures,
   };
 }
 

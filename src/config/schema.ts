@@ -228,12 +228,20 @@ export const EvaluateSchema = z.strictObject({
     .prefault({}),
 });
 
+// Retries (docs/operations.md, Retries): unset keys fall back to timeouts.default, then to the stage's built-in value.
+const maxAttempts = z.int().positive().nullable().describe('attempts in all; null = no cap (bounded by scheduleToClose). Unset = per stage: null for the resumable stages (sample, score, train, evaluate), 3 for pairs');
+const scheduleToClose = duration.nullable().describe('all attempts of a stage together, backoff included; null = no bound. Unset = per stage: 72h for the resumable stages, null for pairs. Must exceed the stage\'s run time');
+const maxFailures = z.int().positive().describe('failures the stage program itself reports on a live worker (a crash, a kill, a stall) before the stage fails; lost workers and heartbeat timeouts (preemptions) do not count');
+
 const StageTimeoutSchema = z.strictObject({
   startToClose: duration.optional(),
   heartbeat: duration.optional(),
-  maxAttempts: z.int().positive().optional(),
+  maxAttempts: maxAttempts.optional(),
   initialInterval: duration.optional(),
   backoffCoefficient: z.number().min(1).optional(),
+  scheduleToClose: scheduleToClose.optional(),
+  maximumInterval: duration.optional(),
+  maxFailures: maxFailures.optional(),
 });
 
 export const TimeoutsSchema = z
@@ -242,9 +250,12 @@ export const TimeoutsSchema = z
       .strictObject({
         startToClose: duration.default('24h'),
         heartbeat: duration.default('2m'),
-        maxAttempts: z.int().positive().default(3),
+        maxAttempts: maxAttempts.optional(),
         initialInterval: duration.default('5s'),
         backoffCoefficient: z.number().min(1).default(2),
+        scheduleToClose: scheduleToClose.optional(),
+        maximumInterval: duration.default('5m').describe('the longest wait between two attempts'),
+        maxFailures: maxFailures.default(3),
       })
       .prefault({}),
     sample: StageTimeoutSchema.optional(),
