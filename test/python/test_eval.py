@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
 
+from fake_chat import FakeChatServer
 from ratioloop_py.errors import BadInput
 from ratioloop_py.evals import alpaca_eval, arena_hard, data, mt_bench, prompts
 from ratioloop_py.evals.judges import ApiJudge, JudgeCache, JudgeRequest, LocalJudge
@@ -284,31 +283,12 @@ def test_local_judge_always_valid(local_judge):
 
 
 # ------------------------------------------------------------------ API judge against a local server
-class _Server:
+class _Server(FakeChatServer):
+    """Answers from `script` ((status, payload) pairs) first, then with reply(body)."""
+
     def __init__(self, script):
-        self.requests, self.script = [], list(script)
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                status, payload = outer.script.pop(0) if outer.script else (200, None)
-                if payload is None:
-                    payload = outer.reply(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.script = list(script)
+        super().__init__(lambda body, _req: self.script.pop(0) if self.script else (200, self.reply(body)))
 
     def reply(self, body):
         msg = {"role": "assistant", "content": "Both fine. My final verdict is: [[B>A]]"}
@@ -318,9 +298,6 @@ class _Server:
             choice["logprobs"] = {"content": [{"token": "M", "logprob": math.log(0.75), "top_logprobs": [
                 {"token": "M", "logprob": math.log(0.75)}, {"token": "m", "logprob": math.log(0.25)}]}]}
         return {"choices": [choice]}
-
-    def close(self):
-        self.httpd.shutdown()
 
 
 def test_api_judge_shape_retries_cache(tmp_path, monkeypatch):

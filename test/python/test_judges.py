@@ -7,11 +7,10 @@ import json
 import math
 import os
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from conftest import make_spec, model_spec, run_script
+from fake_chat import FakeChatServer
 
 from ratioloop_py.errors import BadInput
 from ratioloop_py.evals import alpaca_eval, arena_hard, informative, mt_bench, prompts
@@ -193,44 +192,22 @@ def test_mt_bench_rating_histogram():
 
 
 # ------------------------------------------------------------------ invalid judgments
-class _Server:
-    """Chat endpoint: a request whose prompt holds 'FAIL' gets HTTP 400, the rest a fixed verdict."""
+class _Server(FakeChatServer):
+    """Chat endpoint: a request whose prompt holds 'FAIL' gets HTTP `fail_status`, the rest a fixed verdict."""
 
     def __init__(self, verdict="[[A>>B]]", alpaca_token="m", fail_status=400):
-        self.requests = []
-        outer = self
+        def respond(body, _req):
+            if "FAIL" in json.dumps(body["messages"]):
+                return fail_status, {"error": {"message": "bad request"}}
+            msg = {"role": "assistant", "content": alpaca_token if body.get("logprobs") else verdict}
+            choice = {"index": 0, "message": msg}
+            if body.get("logprobs"):
+                choice["logprobs"] = {"content": [{"token": alpaca_token, "logprob": 0.0, "top_logprobs": [
+                    {"token": alpaca_token, "logprob": math.log(0.9)},
+                    {"token": "M" if alpaca_token == "m" else "m", "logprob": math.log(0.1)}]}]}
+            return 200, {"choices": [choice]}
 
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                text = json.dumps(body["messages"])
-                if "FAIL" in text:
-                    status, payload = fail_status, {"error": {"message": "bad request"}}
-                else:
-                    msg = {"role": "assistant", "content": alpaca_token if body.get("logprobs") else verdict}
-                    choice = {"index": 0, "message": msg}
-                    if body.get("logprobs"):
-                        choice["logprobs"] = {"content": [{"token": alpaca_token, "logprob": 0.0, "top_logprobs": [
-                            {"token": alpaca_token, "logprob": math.log(0.9)},
-                            {"token": "M" if alpaca_token == "m" else "m", "logprob": math.log(0.1)}]}]}
-                    status, payload = 200, {"choices": [choice]}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+        super().__init__(respond)
 
 
 def test_judge_errors_become_invalid_and_are_not_cached(tmp_path):

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from conftest import ROOT, SCRIPTS, make_spec, model_spec, run_script
+from fake_chat import FakeChatServer
 
 sys.path.insert(0, str(SCRIPTS))
 from ratioloop_py.router import (EndpointRouter, LocalRouter, classification_prompt, conversation_text,  # noqa: E402
@@ -38,37 +37,19 @@ def test_normalize_field():
     assert normalize_label("poetry") is None and normalize_label(None) is None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    replies: list = []
-    seen: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Handler.seen.append((self.path, self.headers.get("Authorization"), body))
-        reply = _Handler.replies.pop(0)
-        if isinstance(reply, int):
-            self.send_response(reply)
-            self.end_headers()
-            return
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *a):
-        pass
-
-
 @pytest.fixture()
 def server():
-    srv = HTTPServer(("127.0.0.1", 0), _Handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    _Handler.replies, _Handler.seen = [], []
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
+    """A chat endpoint answering from `server.replies` in order (an int is a bare HTTP status)."""
+    replies: list = []
+
+    def respond(_body, _req):
+        reply = replies.pop(0)
+        return (reply, None) if isinstance(reply, int) else (200, reply)
+
+    srv = FakeChatServer(respond)
+    srv.replies = replies
+    yield srv
+    srv.close()
 
 
 def _msg(text):
@@ -77,15 +58,15 @@ def _msg(text):
 
 def test_endpoint_sends_prompt_and_parses(server, monkeypatch):
     monkeypatch.setenv("ROUTER_KEY", "sekret")
-    r = EndpointRouter({"base_url": server, "model": "judge", "api_key_env": "ROUTER_KEY"}, max_new_tokens=9)
-    _Handler.replies = [_msg("[START]REASONING[END]"), _msg("I think it's chat?"), {"weird": True}, 503,
+    r = EndpointRouter({"base_url": server.url, "model": "judge", "api_key_env": "ROUTER_KEY"}, max_new_tokens=9)
+    server.replies[:] = [_msg("[START]REASONING[END]"), _msg("I think it's chat?"), {"weird": True}, 503,
                         _msg("[START]SAFETY[END]")]
     r.retries = 2
     assert r.route(Q) == ("REASONING", "endpoint")
     assert r.route(Q) == ("CHAT", "endpoint-unparsed")
     assert r.route(Q) == ("CHAT", "endpoint-unparsed")  # malformed JSON shape → garbage → CHAT
     assert r.route(Q) == ("SAFETY", "endpoint")  # a 503 is retried
-    path, auth, body = _Handler.seen[0]
+    path, auth, body = (server.requests[0][k] for k in ("path", "auth", "body"))
     assert path == "/v1/chat/completions" and auth == "Bearer sekret"
     assert body["model"] == "judge" and body["temperature"] == 0 and body["max_tokens"] == 9
     # the classification prompt is sent (the paper's released script forgot to)
@@ -94,8 +75,8 @@ def test_endpoint_sends_prompt_and_parses(server, monkeypatch):
 
 
 def test_endpoint_down_is_an_error(server):
-    r = EndpointRouter({"base_url": server, "model": "m"}, retries=1)
-    _Handler.replies = [400]
+    r = EndpointRouter({"base_url": server.url, "model": "m"}, retries=1)
+    server.replies[:] = [400]
     with pytest.raises(RuntimeError, match="HTTP 400"):
         r.route(Q)
 
@@ -164,9 +145,9 @@ def test_reward_eval_label_router_asks_the_endpoint_only_for_unlabelled(server):
     pairs = [{"prompt_id": "a", "domain": "code", "messages": Q}, {"prompt_id": "b", "domain": None, "messages": Q},
              {"prompt_id": "c", "domain": "SAFETY", "messages": Q}]
     params = {"router": {"kind": "label", "prompt": "cdr", "max_new_tokens": 8}, "cdr_repo": str(fixture),
-              "models": {"router": {"endpoint": {"base_url": server, "model": "m"}}}}
-    _Handler.replies = [_msg("[START]SAFETY[END]")]
+              "models": {"router": {"endpoint": {"base_url": server.url, "model": "m"}}}}
+    server.replies[:] = [_msg("[START]SAFETY[END]")]
     assert reward_eval.route(pairs, params, {}) == [("REASONING", "label"), ("SAFETY", "endpoint"), ("SAFETY", "label")]
-    (_, _, body), = _Handler.seen
+    body, = (r["body"] for r in server.requests)
     assert body["messages"][0]["role"] == "system" and "Project-written test instructions" in body["messages"][0]["content"]
     assert body["messages"][1] == {"role": "user", "content": Q[0]["content"]}
