@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
+from .io import read_yaml
 
 LABELS = ("CHAT", "SAFETY", "REASONING")
 MODES = ("none", "system", "exemplar", "both")
@@ -74,12 +75,7 @@ def render_exemplar(ex: dict[str, Any]) -> str:
 
 
 def _parse_domain(path: Path) -> Domain:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise BadInput(f"{path}: not valid YAML ({e})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping with domain, mode, system, exemplars")
     label = str(data.get("domain", "")).upper()

@@ -30,6 +30,26 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
             yield lineno, row
 
 
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """A YAML file's content; malformed YAML is a BadInput naming the file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise BadInput(f"{p}: not valid YAML ({e})") from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file's content; malformed JSON is a BadInput naming the file and line."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
 def read_jsonl_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [row for _, row in read_jsonl(path)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..io import read_jsonl, sha256_file
+from ..io import read_json, read_jsonl, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MINI_DIR = REPO_ROOT / "configs" / "eval"
@@ -152,10 +152,7 @@ def is_official_file(p: Path) -> bool:
 def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(where, row) for a .json list or a .jsonl file."""
     if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise BadInput(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        data = read_json(path)
         if not isinstance(data, list):
             raise BadInput(f"{path}: expected a JSON list")
         return [(f"{path}[{i}]", r) for i, r in enumerate(data)]

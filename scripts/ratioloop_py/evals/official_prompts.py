@@ -18,18 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..io import read_yaml
 from .prompts import MT_PROMPT_NAMES, AlpacaPrompts, ArenaPrompts, MtPrompts
 
 ALPACA_KEYS = ("instruction", "output_1", "output_2")
 
 
 def load_arena(config: Path, code: Path | None, source: dict[str, Any], kind: str) -> ArenaPrompts:
-    import yaml
-
-    try:
-        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise BadInput(f"{config}: not valid YAML ({e})") from None
+    cfg = read_yaml(config)
     if not isinstance(cfg, dict):
         raise BadInput(f"{config}: expected arena-hard-auto's judge_config.yaml (a mapping)")
     for k in ("system_prompt", "prompt_template"):
