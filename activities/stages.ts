@@ -13,6 +13,7 @@ import { stageEnvironment } from './stageEnv';
 import { inputNotVisible, toFailure } from './stageFailure';
 import { pythonPath } from '../src/paths';
 import { stageDirOf, writeJsonAtomic } from '../src/runStore';
+import { acquireLease, defaultTiming, keepRenewed, LeaseHeldError, LeaseLostError, newOwner, type LeaseTiming, type StageLease } from '../src/stageLease';
 
 export interface StageDeps {
   python: string;
@@ -20,6 +21,8 @@ export interface StageDeps {
   scriptsDir: string;
   cwd: string;
   killGraceMs?: number;
+  /** Stage-folder lease (src/stageLease.ts): ttl and clock-skew margin, renewal period, how long to wait for a live holder. */
+  lease?: Partial<LeaseTiming & { renewMs: number; waitMs: number; pollMs: number }>;
 }
 
 const SCRIPT: Record<StageRequest['stage'], string> = {
@@ -80,7 +83,15 @@ async function guardPartialState(outputDir: string, hash: string): Promise<void>
   await writeFile(marker, hash + '\n');
 }
 
+async function lostLease(lease: StageLease, outputDir: string): Promise<LeaseLostError | undefined> {
+  const by = await lease.supersededBy().catch(() => undefined); // unreadable now: the renewer decides
+  return by === undefined ? undefined : new LeaseLostError(by === 'gone' ? undefined : by, outputDir);
+}
+const leaseLost = (e: LeaseLostError): ApplicationFailure => ApplicationFailure.retryable(`${e.message}: this attempt stopped writing`, 'StageLeaseLost');
+
 export function createStageActivities(deps: StageDeps): StageActivities {
+  const timing: LeaseTiming = { ...defaultTiming(), ...(deps.lease?.ttlMs ? { ttlMs: deps.lease.ttlMs } : {}), ...(deps.lease?.skewMs !== undefined ? { skewMs: deps.lease.skewMs } : {}) };
+  const renewMs = deps.lease?.renewMs ?? Math.max(100, Math.floor(timing.ttlMs / 3));
   return {
     async runStage(req: StageRequest): Promise<StageResult> {
       const ctx = Context.current();
@@ -102,10 +113,16 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           beat = { ...beat, done, total, unit: 'files', updatedAtMs: Date.now() };
         },
       };
+      // The stage folder's lease, once taken: renewed until the attempt ends, then released (after the process is gone).
+      let owned: { lease: StageLease; stopRenewing: () => void; lost?: LeaseLostError } | undefined;
+      const stop = new AbortController(); // the stage's process group dies on cancel, or when the lease is lost
+      ctx.cancellationSignal.addEventListener('abort', () => stop.abort(), { once: true });
       try {
         return await runAttempt();
       } finally {
         clearInterval(timer);
+        owned?.stopRenewing();
+        await owned?.lease.release().catch(() => undefined); // unreleased, it goes stale after ttl + skew
         await cache.save().catch(() => undefined); // only a cache: a failed save costs a re-hash later
       }
 
@@ -122,6 +139,15 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(existing), metrics: existing.metrics, skipped: true, durationMs: 0 };
         }
         await mkdir(outputDir, { recursive: true });
+        // Own the folder before anything in it is touched (an orphaned attempt may still be writing here).
+        const { lease, contested } = await takeLease(outputDir);
+        if (contested) {
+          // Someone else held the folder: it may have finished the stage meanwhile.
+          const now = await readManifest(outputDir);
+          if (!(await manifestProblem(now, hash, hashing)) && now) {
+            return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(now), metrics: now.metrics, skipped: true, durationMs: 0 };
+          }
+        }
         await guardPartialState(outputDir, hash);
         const specPath = path.join(outputDir, 'spec.json');
         await writeJsonAtomic(specPath, { ...spec, specHash: hash });
@@ -146,11 +172,11 @@ export function createStageActivities(deps: StageDeps): StageActivities {
             script: path.join(deps.scriptsDir, SCRIPT[req.stage]),
             specPath,
             cwd: deps.cwd,
-            signal: ctx.cancellationSignal,
+            signal: stop.signal,
             killGraceMs: deps.killGraceMs,
             logFile: attemptLog,
             environment: stageEnvironment(process.env, req.params),
-            env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt) },
+            env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt), ...lease.env(Math.min(2_000, renewMs)) },
             onEvent: (ev) => {
               if (ev.type === 'progress') {
                 beat = { ...beat, done: ev.done, total: ev.total, unit: ev.unit, updatedAtMs: Date.now() };
@@ -159,10 +185,16 @@ export function createStageActivities(deps: StageDeps): StageActivities {
             },
           });
         } catch (e) {
+          // The stage process kills itself when it sees the takeover first (ratioloop_py/lease.py): still a lost lease.
+          const lost = owned?.lost ?? (await lostLease(lease, outputDir));
+          if (lost) throw leaseLost(lost);
           if (e instanceof PythonStageError && e.cancelled) throw new CancelledFailure(`${req.stage} cancelled; its process group was killed`);
           throw toFailure(e, { host: os.hostname(), attemptLog });
         }
 
+        // Exit 0 after the lease was lost (before the renewer noticed) is an orphan's result: not this attempt's to verify.
+        const lost = owned?.lost ?? (await lostLease(lease, outputDir));
+        if (lost) throw leaseLost(lost);
         phase('verifying');
         const manifest = await readManifest(outputDir);
         const problem = await manifestProblem(manifest, hash, hashing);
@@ -170,6 +202,37 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           throw ApplicationFailure.create({ message: `${req.stage} exited 0 but its manifest is not valid: ${problem ?? 'missing'}`, type: 'ManifestMismatch' });
         }
         return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(manifest), metrics: manifest.metrics, skipped: false, durationMs: Date.now() - started };
+      }
+
+      async function takeLease(outputDir: string): Promise<{ lease: StageLease; contested: boolean }> {
+        let waited = false;
+        let lease: StageLease;
+        try {
+          lease = await acquireLease(outputDir, newOwner({ attempt: ctx.info.attempt, activityId: ctx.info.activityId, workflowRunId: ctx.info.workflowExecution?.runId }), {
+            timing,
+            waitMs: deps.lease?.waitMs ?? timing.ttlMs + timing.skewMs + 30_000,
+            pollMs: deps.lease?.pollMs ?? 1_000,
+            signal: stop.signal,
+            onWait: (holder) => {
+              waited = true;
+              phase('waiting for lease');
+              ctx.log.info(`${req.stage} (iteration ${req.iteration}): waiting for the stage folder's lease, held by ${holder.owner.host} pid ${holder.owner.pid}`);
+            },
+          });
+        } catch (e) {
+          if (stop.signal.aborted) throw new CancelledFailure(`${req.stage} cancelled while waiting for its stage folder's lease`);
+          if (e instanceof LeaseHeldError) throw ApplicationFailure.retryable(`${req.stage} (iteration ${req.iteration}): ${e.message}`, 'StageLeaseHeld');
+          throw e;
+        }
+        const o: NonNullable<typeof owned> = { lease, stopRenewing: () => undefined };
+        o.stopRenewing = keepRenewed(lease, renewMs, (lost) => {
+          o.lost = lost;
+          ctx.log.warn(`${req.stage} (iteration ${req.iteration}): ${lost.message}; stopping the stage process`);
+          stop.abort();
+        });
+        owned = o;
+        if (waited) phase('checking manifest');
+        return { lease, contested: waited || lease.tookOver !== undefined };
       }
     },
   };

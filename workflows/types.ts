@@ -165,4 +165,4 @@ export interface StageHeartbeat {
   phaseStartedAtMs?: number;
 }
 
-export type StagePhase = 'hashing inputs' | 'checking manifest' | 'running' | 'verifying';
+export type StagePhase = 'hashing inputs' | 'checking manifest' | 'waiting for lease' | 'running' | 'verifying';

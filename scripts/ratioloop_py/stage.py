@@ -213,16 +213,41 @@ def _watch_worker() -> None:
 
 
 def _lock_output_dir(out: Path) -> None:
-    """One live process per stage folder (rank 0 only): a dying predecessor finishes before we touch its files."""
-    import fcntl
+    """Own the stage folder only while the activity's lease says so (rank 0 only; src/stageLease.ts, ratioloop_py/lease.py).
+
+    The activity took the lease before touching the folder and renews it; this checks it at start and then every
+    RATIOLOOP_LEASE_CHECK_S seconds, and kills the process group once another attempt holds it: an orphaned attempt
+    (its worker cut off, its lease taken over as stale) stops writing. No flock: Lustre (noflock) and NFS (nolock)
+    mounts do not provide it, and one owner rule is enough.
+    """
+    import signal
+
+    from . import lease
 
     if not is_main_process() or os.environ.get("RATIOLOOP_NO_LOCK"):
-        return
+        return  # a rank or launched child of a stage process that checks the lease itself
     if os.environ.get(MACHINE_RANK_ENV, "0") not in ("", "0"):
-        return  # multi-node training: machines 1..N-1 share machine 0's stage folder and must not wait on its lock
-    f = open(out / ".lock", "w")  # noqa: SIM115 - held for the life of the process
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-    globals()["_LOCK_FILE"] = f
+        return  # multi-node training: machines 1..N-1 share machine 0's stage folder; machine 0 checks
+    held = lease.from_env()
+    if held is None:
+        return  # started by hand, not by an activity: no lease to honour
+
+    def lost(by: dict[str, Any], when: str) -> str:
+        return f"error: the lease on {out} was taken over {when} by {lease.describe(by)}: this attempt stops writing"
+
+    by = lease.superseded_by(held)
+    if by is not None:
+        print(lost(by, "before this stage started"), file=sys.stderr, flush=True)
+        sys.exit(1)
+
+    def on_lost(by: dict[str, Any]) -> None:
+        print(lost(by, "while it ran"), file=sys.stderr, flush=True)
+        try:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        finally:
+            os._exit(137)
+
+    lease.watch(held, float(os.environ.get("RATIOLOOP_LEASE_CHECK_S", "") or 2.0), on_lost)
 
 
 def load_stage(argv: list[str] | None = None) -> Stage:
