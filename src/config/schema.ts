@@ -154,8 +154,8 @@ export const TrainSchema = z.strictObject({
   logging_steps: z.int().positive().default(1),
   label_smoothing: z.number().min(0).max(0.5).default(0),
   sft_weight: z.number().nonnegative().default(0),
-  report_to: z.union([z.enum(['auto', 'none', 'tensorboard', 'wandb']), z.array(z.enum(['tensorboard', 'wandb'])).min(1)]).default('auto')
-    .describe('training logs through the Trainer: auto = tensorboard when the tensorboard package is importable on the worker, else none; event files in the train stage folder\'s tb/; wandb needs a W&B login on the worker'),
+  report_to: z.union([z.enum(['auto', 'none', 'tensorboard', 'wandb']), z.array(z.enum(['tensorboard', 'wandb'])).min(1)]).optional()
+    .describe('training logs through the Trainer; unset = auto: tensorboard when the tensorboard package is importable on the worker, else none (left out of the stage spec when unset, so older configs keep their spec hashes); event files in the train stage folder\'s tb/; wandb needs a W&B login on the worker'),
   launch: LaunchSchema.prefault({}),
 });
 
