@@ -69,6 +69,8 @@ export class PythonStageError extends Error {
     readonly exitCode: number | undefined,
     readonly stderrTail: string[],
     readonly cancelled: boolean,
+    /** The signal that ended the process, when one did (a SIGKILL nobody asked for is likely the kernel's OOM killer). */
+    readonly signal?: string,
   ) {
     super(message);
     this.name = 'PythonStageError';
@@ -186,7 +188,7 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
     const code = result.exitCode;
     const what = code === undefined ? `killed by ${result.signal ?? 'a signal'}` : `exited with code ${code}`;
     const msg = lastError ? lastError.replace(/^error:\s*/, '') : `${path.basename(opts.script)} ${what}`;
-    throw new PythonStageError(msg, code, stderrTail, false);
+    throw new PythonStageError(msg, code, stderrTail, false, result.signal ?? undefined);
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     await new Promise<void>((r) => (logStream ? logStream.end(r) : r()));

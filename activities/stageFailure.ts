@@ -5,6 +5,9 @@ import os from 'node:os';
 import { ApplicationFailure } from '@temporalio/activity';
 import { EXIT_BAD_INPUT, EXIT_RESOURCE, EXIT_WORKER_ENV, PythonStageError } from './pythonStage';
 
+/** A process killed by SIGKILL, as a shell or launcher reports it (torchrun's supervisor exits 128 + signal). */
+const EXIT_SIGKILL = 128 + 9;
+
 /** The most a failure message holds, in UTF-8 bytes; the stderr lines in it; one line's characters. */
 export const FAILURE_LIMITS = { messageBytes: 16_384, tailLines: 20, headChars: 2_000 } as const;
 
@@ -54,7 +57,13 @@ export function toFailure(e: unknown, where: FailureContext = {}): ApplicationFa
     if (e.exitCode === EXIT_BAD_INPUT) return ApplicationFailure.create({ message: head, type: 'BadInput', nonRetryable: true, details });
     // Retryable, unlike BadInput: the inputs may be fine and another worker able to run the stage. Python names the host.
     if (e.exitCode === EXIT_WORKER_ENV) return ApplicationFailure.create({ message: head.includes(host) ? head : `${head} (on host ${host})`, type: 'WorkerEnvironment', details });
-    if (e.exitCode === EXIT_RESOURCE) return ApplicationFailure.create({ message: `out of memory or resources on ${host}: ${head}`, type: 'ResourceExhausted', details });
+    // Python's own out-of-memory classification (stage.py _is_oom); stageRetry.ts decides: halve the batch once, or fail.
+    if (e.exitCode === EXIT_RESOURCE) return ApplicationFailure.create({ message: `out of memory on ${host}: ${head.replace(/^out of memory:\s*/, '')}`, type: 'OutOfMemory', details });
+    // Cancels and the stall watchdog are handled above: a SIGKILL here came from outside ratioloop.
+    if (e.signal === 'SIGKILL' || e.exitCode === EXIT_SIGKILL) {
+      const message = `${head} (on ${host}): killed by SIGKILL, not by a cancel: most likely the kernel's out-of-memory killer (host memory; see \`dmesg\` or \`journalctl -k\` on ${host}), else a job scheduler or an operator`;
+      return ApplicationFailure.create({ message, type: 'ResourceExhausted', details });
+    }
     const first = `${head} (on ${host})\n--- last stderr lines${where.attemptLog ? ` (all in ${where.attemptLog})` : ''} ---\n`;
     const tail = tailBytes(e.stderrTail.slice(-FAILURE_LIMITS.tailLines), FAILURE_LIMITS.messageBytes - utf8(first));
     return ApplicationFailure.create({ message: first + tail, type: 'StageCrashed', details });

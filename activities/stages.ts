@@ -11,6 +11,7 @@ import { HashCache } from '../src/hashCache';
 import { PythonStageError, runPythonStage, stagePython } from './pythonStage';
 import { stageEnvironment } from './stageEnv';
 import { inputNotVisible, toFailure } from './stageFailure';
+import { afterFailure, manifestInvalid, throughputFor } from './stageRetry';
 import { pythonPath } from '../src/paths';
 import { stageDirOf, writeJsonAtomic } from '../src/runStore';
 import { acquireLease, defaultTiming, keepRenewed, LeaseHeldError, LeaseLostError, newOwner, type LeaseTiming, type StageLease } from '../src/stageLease';
@@ -150,7 +151,9 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         }
         await guardPartialState(outputDir, hash);
         const specPath = path.join(outputDir, 'spec.json');
-        await writeJsonAtomic(specPath, { ...spec, specHash: hash });
+        // A batch halved after running out of memory: outside the spec hash, so partial work is kept (stageRetry.ts).
+        const throughput = await throughputFor(outputDir, hash);
+        await writeJsonAtomic(specPath, { ...spec, ...(throughput ? { throughput } : {}), specHash: hash });
 
         // Which worker ran which attempt: with worker pools on many machines, this is where to look for its logs.
         await writeJsonAtomic(path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.worker.json`), {
@@ -189,7 +192,10 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           const lost = owned?.lost ?? (await lostLease(lease, outputDir));
           if (lost) throw leaseLost(lost);
           if (e instanceof PythonStageError && e.cancelled) throw new CancelledFailure(`${req.stage} cancelled; its process group was killed`);
-          throw toFailure(e, { host: os.hostname(), attemptLog });
+          throw await afterFailure(toFailure(e, { host: os.hostname(), attemptLog }), {
+            stage: req.stage, outputDir, specHash: hash, params: spec.params, attempt: ctx.info.attempt,
+            activity: `${ctx.info.workflowExecution?.runId ?? ''}/${ctx.info.activityId}`, maxFailures: req.maxFailures, throughput,
+          });
         }
 
         // Exit 0 after the lease was lost (before the renewer noticed) is an orphan's result: not this attempt's to verify.
@@ -199,7 +205,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         const manifest = await readManifest(outputDir);
         const problem = await manifestProblem(manifest, hash, hashing);
         if (problem || !manifest) {
-          throw ApplicationFailure.create({ message: `${req.stage} exited 0 but its manifest is not valid: ${problem ?? 'missing'}`, type: 'ManifestMismatch' });
+          throw manifestInvalid(req.stage, problem ?? 'missing');
         }
         return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(manifest), metrics: manifest.metrics, skipped: false, durationMs: Date.now() - started };
       }

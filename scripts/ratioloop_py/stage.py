@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -33,8 +34,9 @@ def canonical_json(obj: Any) -> str:
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
-    """Hash of what determines a stage's result: everything but where it is written."""
-    keyed = {k: v for k, v in spec.items() if k not in ("outputDir", "specHash")}
+    """Hash of what determines a stage's result: everything but where it is written and the throughput knobs an
+    out-of-memory retry halved (`throughput`, activities/stageRetry.ts), so that retry keeps the partial work."""
+    keyed = {k: v for k, v in spec.items() if k not in ("outputDir", "specHash", "throughput")}
     return hashlib.sha256(canonical_json(keyed).encode()).hexdigest()
 
 
@@ -86,7 +88,10 @@ class Stage:
 
     @property
     def params(self) -> dict[str, Any]:
-        return self.spec.get("params") or {}
+        """spec.params, with any batch knob an out-of-memory retry halved (spec.throughput.params) in force."""
+        params = self.spec.get("params") or {}
+        halved = (self.spec.get("throughput") or {}).get("params") or {}
+        return {**params, **halved} if halved else params
 
     @property
     def seed(self) -> int:
@@ -179,6 +184,8 @@ class Stage:
         }
         if extra:
             manifest.update(extra)
+        if self.spec.get("throughput"):  # which knobs ran halved, from when and why
+            manifest["throughput"] = self.spec["throughput"]
         atomic_write_json(self.output_dir / "manifest.json", manifest)
         return manifest
 
@@ -269,10 +276,24 @@ def load_stage(argv: list[str] | None = None) -> Stage:
     return Stage(spec=spec, spec_path=args.spec)
 
 
-def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, (MemoryError, ResourceExhausted)):
-        return True
-    return "out of memory" in str(e).lower() and type(e).__name__ in ("OutOfMemoryError", "RuntimeError")
+# What CUDA/HIP/MPS/cuBLAS allocators, torch's CPU allocator and vLLM's KV-cache sizing say when memory runs out.
+_OOM_MARKERS = ("out of memory", "out_of_memory", "cublas_status_alloc_failed", "can't allocate memory",
+                "no available memory for the cache blocks")
+
+
+def _is_oom(e: BaseException | None) -> bool:
+    """Out of memory anywhere in the exception chain (a library or a launcher often re-raises it wrapped)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (MemoryError, ResourceExhausted)) or type(e).__name__ == "OutOfMemoryError":
+            return True
+        if isinstance(e, OSError) and e.errno == errno.ENOMEM:
+            return True
+        if isinstance(e, (RuntimeError, ValueError)) and any(m in str(e).lower() for m in _OOM_MARKERS):
+            return True
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return False
 
 
 def _record_rank_failure(code: int, message: str) -> None:
@@ -304,8 +325,9 @@ def run_stage(main: Callable[[Stage], None], argv: list[str] | None = None) -> N
             raise
         traceback.print_exc()
         if _is_oom(e):
-            print(f"error: out of memory: {e}", file=sys.stderr)
-            _record_rank_failure(EXIT_RESOURCE, f"out of memory: {e}")
+            what = f"out of memory: {type(e).__name__}: {str(e).strip() or 'no message'}"
+            print(f"error: {what}", file=sys.stderr)
+            _record_rank_failure(EXIT_RESOURCE, what)
             sys.exit(EXIT_RESOURCE)
         pkg = missing_package(e)
         if pkg:
