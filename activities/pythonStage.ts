@@ -1,6 +1,7 @@
 // THE way a Python stage runs (DESIGN §3). The only code that spawns stage processes: an argument array (no shell),
 // its own process group, JSON progress lines from stdout, the stderr tail kept for errors, the whole group killed
-// on cancel (SIGTERM, then SIGKILL after a grace period) and swept after exit so no rank outlives its stage. The
+// on cancel (SIGTERM, then SIGKILL after a grace period) and swept after exit so no rank outlives its stage; the same
+// kill when the stage prints no protocol line for its stall timeout (a hung stage fails retryably as stalled). The
 // process gets the worker's environment less its Temporal credentials (stageEnv.ts); what it prints is stored with
 // secret values scrubbed, in an owner-only log, and only a bounded tail is kept in memory for the failure.
 import { createWriteStream, existsSync } from 'node:fs';
@@ -14,7 +15,11 @@ import { scrubValues, stageEnvironment, type StageEnvironment } from './stageEnv
 export type StageEvent =
   | { type: 'progress'; done: number; total: number; unit: string }
   | { type: 'metric'; name: string; value: number; step?: number }
-  | { type: 'log'; level: string; msg: string };
+  | { type: 'log'; level: string; msg: string }
+  /** A named step with no counts (loading a model); later progress lines start a new count. */
+  | { type: 'phase'; name: string }
+  /** "Still working": resets the stall watchdog, nothing else. */
+  | { type: 'alive' };
 
 export interface PythonStageOptions {
   python: string;
@@ -30,6 +35,8 @@ export interface PythonStageOptions {
   /** Appended with the stage's stderr, for people reading logs after the fact. */
   logFile?: string;
   killGraceMs?: number;
+  /** Kill the group and fail as stalled when no protocol line came for this long; 0 or absent: no watchdog. */
+  stallTimeoutMs?: number;
 }
 
 /** The stages that can run vLLM. */
@@ -77,11 +84,37 @@ export class PythonStageError extends Error {
   }
 }
 
+/** What the watchdog saw when it gave up: how long the stage was quiet, its last phase and protocol line. */
+export interface StallInfo {
+  quietMs: number;
+  stallTimeoutMs: number;
+  lastPhase?: string;
+  lastLine?: string;
+}
+
+/** The stage printed no protocol line for its stall timeout; its process group was killed. Retryable. */
+export class StageStalledError extends PythonStageError {
+  constructor(readonly stall: StallInfo, exitCode: number | undefined, stderrTail: string[]) {
+    super(stallMessage(stall), exitCode, stderrTail, false);
+    this.name = 'StageStalledError';
+  }
+}
+
+const secs = (ms: number): string => `${Math.round(ms / 1000)} s`;
+
+function stallMessage(s: StallInfo): string {
+  const phase = s.lastPhase ? `; last phase: ${s.lastPhase}` : '';
+  const line = s.lastLine ? `; last line: ${s.lastLine}` : '; it printed no protocol line';
+  return `stalled: no progress or alive line for ${secs(s.quietMs)} (stall timeout ${secs(s.stallTimeoutMs)})${phase}${line}; its process group was killed`;
+}
+
+const PROTOCOL = new Set(['progress', 'metric', 'log', 'phase', 'alive']);
+
 function parseEvent(line: string): StageEvent | undefined {
   if (!line.startsWith('{')) return undefined;
   try {
     const obj = JSON.parse(line) as { type?: unknown };
-    if (obj.type === 'progress' || obj.type === 'metric' || obj.type === 'log') return obj as StageEvent;
+    if (typeof obj.type === 'string' && PROTOCOL.has(obj.type)) return obj as StageEvent;
   } catch {
     // not a protocol line: ignore
   }
@@ -142,6 +175,10 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
   if (pgid === undefined) throw new PythonStageError(`could not start ${opts.python}`, undefined, [], false);
 
   const tail: string[] = [];
+  // The watchdog's view: when the last protocol line came, and what it and the last phase were (for the failure).
+  let lastLineAt = Date.now();
+  let lastLine: string | undefined;
+  let lastPhase: string | undefined;
   const stderrDone = new Promise<void>((resolve) => {
     if (!child.stderr) return resolve();
     const rl = createInterface({ input: child.stderr });
@@ -158,8 +195,12 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
     const rl = createInterface({ input: child.stdout });
     rl.on('line', (line) => {
       const ev = parseEvent(line);
-      if (ev) opts.onEvent?.(ev);
-      else logStream?.write(`[stdout] ${scrub(line)}\n`);
+      if (ev) {
+        lastLineAt = Date.now();
+        if (ev.type !== 'alive') lastLine = capLine(scrub(line)).slice(0, 300);
+        if (ev.type === 'phase') lastPhase = ev.name;
+        opts.onEvent?.(ev);
+      } else logStream?.write(`[stdout] ${scrub(line)}\n`);
     });
     rl.on('close', resolve);
   });
@@ -172,6 +213,21 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
   };
   opts.signal?.addEventListener('abort', onAbort, { once: true });
 
+  // Heartbeats prove the worker lives, not the stage: a deadlocked collective or a wedged engine prints nothing.
+  let stalled: StallInfo | undefined;
+  const stallMs = opts.stallTimeoutMs ?? 0;
+  const watchdog = stallMs > 0
+    ? setInterval(() => {
+      const quietMs = Date.now() - lastLineAt;
+      if (stalled || cancelled || quietMs < stallMs) return;
+      stalled = { quietMs, stallTimeoutMs: stallMs, ...(lastPhase ? { lastPhase } : {}), ...(lastLine ? { lastLine } : {}) };
+      logStream?.write(`[ratioloop] ${stallMessage(stalled)}\n`);
+      killGroup(pgid, 'SIGTERM');
+      setTimeout(() => killGroup(pgid, 'SIGKILL'), grace).unref();
+    }, Math.min(1_000, Math.max(50, stallMs / 4)))
+    : undefined;
+  watchdog?.unref();
+
   try {
     const result = await child;
     await Promise.all([stdoutDone, stderrDone]);
@@ -183,6 +239,7 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
     }
     const stderrTail = [...tail];
     if (cancelled) throw new PythonStageError('stage cancelled', result.exitCode, stderrTail, true);
+    if (stalled) throw new StageStalledError(stalled, result.exitCode, stderrTail);
     if (result.exitCode === 0) return;
     const lastError = [...stderrTail].reverse().find((l) => l.startsWith('error:'));
     const code = result.exitCode;
@@ -190,6 +247,7 @@ export async function runPythonStage(opts: PythonStageOptions): Promise<void> {
     const msg = lastError ? lastError.replace(/^error:\s*/, '') : `${path.basename(opts.script)} ${what}`;
     throw new PythonStageError(msg, code, stderrTail, false, result.signal ?? undefined);
   } finally {
+    clearInterval(watchdog);
     opts.signal?.removeEventListener('abort', onAbort);
     await new Promise<void>((r) => (logStream ? logStream.end(r) : r()));
   }

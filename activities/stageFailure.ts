@@ -3,7 +3,7 @@
 // details naming the host and the attempt log, which keeps the full text.
 import os from 'node:os';
 import { ApplicationFailure } from '@temporalio/activity';
-import { EXIT_BAD_INPUT, EXIT_RESOURCE, EXIT_WORKER_ENV, PythonStageError } from './pythonStage';
+import { EXIT_BAD_INPUT, EXIT_RESOURCE, EXIT_WORKER_ENV, PythonStageError, StageStalledError } from './pythonStage';
 
 /** A process killed by SIGKILL, as a shell or launcher reports it (torchrun's supervisor exits 128 + signal). */
 const EXIT_SIGKILL = 128 + 9;
@@ -54,6 +54,8 @@ export function toFailure(e: unknown, where: FailureContext = {}): ApplicationFa
   if (e instanceof PythonStageError) {
     const details = [{ exitCode: e.exitCode ?? null, host, ...(where.attemptLog ? { attemptLog: where.attemptLog } : {}) }];
     const head = headBytes(e.message.slice(0, FAILURE_LIMITS.headChars * 4), FAILURE_LIMITS.headChars);
+    // Whatever the killed process exited with: the watchdog killed it, so the attempt is retried (a fresh one may not hang).
+    if (e instanceof StageStalledError) return ApplicationFailure.create({ message: `${head} (on ${host})`, type: 'StageStalled', details: [{ ...details[0], stall: e.stall }] });
     if (e.exitCode === EXIT_BAD_INPUT) return ApplicationFailure.create({ message: head, type: 'BadInput', nonRetryable: true, details });
     // Retryable, unlike BadInput: the inputs may be fine and another worker able to run the stage. Python names the host.
     if (e.exitCode === EXIT_WORKER_ENV) return ApplicationFailure.create({ message: head.includes(host) ? head : `${head} (on host ${host})`, type: 'WorkerEnvironment', details });

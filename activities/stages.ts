@@ -4,16 +4,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { StageActivities } from './types';
-import type { InputRef, StageHeartbeat, StagePhase, StageRequest, StageResult } from '../workflows/types';
+import type { InputRef, StagePhase, StageRequest, StageResult } from '../workflows/types';
 import { hashPath, manifestProblem, outputsByName, readManifest, specHash } from './manifests';
 import type { HashOptions } from '../src/contentHash';
 import { HashCache } from '../src/hashCache';
-import { PythonStageError, runPythonStage, stagePython } from './pythonStage';
+import { PythonStageError, runPythonStage, StageStalledError, stagePython } from './pythonStage';
+import { StageProgress } from './stageProgress';
 import { stageEnvironment } from './stageEnv';
 import { inputNotVisible, toFailure } from './stageFailure';
 import { afterFailure, manifestInvalid, throughputFor } from './stageRetry';
+import { assertVisible, faultPoint } from './faultHooks';
 import { pythonPath } from '../src/paths';
 import { stageDirOf, writeJsonAtomic } from '../src/runStore';
+import { progressFileOf } from '../src/progressFile';
 import { acquireLease, defaultTiming, keepRenewed, LeaseHeldError, LeaseLostError, newOwner, type LeaseTiming, type StageLease } from '../src/stageLease';
 
 export interface StageDeps {
@@ -43,17 +46,19 @@ function hashCacheFor(runDir: string): Promise<HashCache> {
   return c;
 }
 
-async function resolveInputs(inputs: Record<string, InputRef>, opts: HashOptions): Promise<Record<string, Required<InputRef>>> {
+async function resolveInputs(inputs: Record<string, InputRef>, opts: HashOptions, where: StageRequest): Promise<Record<string, Required<InputRef>>> {
   const out: Record<string, Required<InputRef>> = {};
   for (const [name, ref] of Object.entries(inputs)) {
     const p = path.resolve(ref.path);
     try {
       await stat(p);
+      await assertVisible(p, where); // fault suite only
     } catch {
       throw inputNotVisible(name, p);
     }
     // Trust a hash an earlier manifest gave, but only after checking it still holds.
     const actual = await hashPath(p, opts);
+    if (Object.keys(out).length === 0) await faultPoint('hashing-inputs', where); // fault suite only
     if (ref.sha256 && ref.sha256 !== actual) {
       throw ApplicationFailure.nonRetryable(`input ${name}: ${p} changed since it was produced (sha256 mismatch)`, 'BadInput');
     }
@@ -98,21 +103,18 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       const ctx = Context.current();
       const started = Date.now();
       // Heartbeat from the first moment to the last, with the phase: hashing a 16 GB input or re-hashing outputs takes
-      // longer than the heartbeat timeout, which runs from the attempt's start. The SDK throttles what reaches the server.
-      let beat: StageHeartbeat = { stage: req.stage, iteration: req.iteration, done: 0, total: 0, unit: '', startedAtMs: started, updatedAtMs: started, phase: 'hashing inputs', phaseStartedAtMs: started };
-      const phase = (p: StagePhase): void => {
-        const now = Date.now();
-        beat = { ...beat, phase: p, phaseStartedAtMs: now, done: 0, total: 0, unit: '', updatedAtMs: now };
-        ctx.heartbeat(beat);
-      };
-      ctx.heartbeat(beat);
-      const timer = setInterval(() => ctx.heartbeat(beat), 2_000);
+      // longer than the heartbeat timeout, which runs from the attempt's start. The SDK throttles what reaches the server;
+      // the stage folder's progress.json gets every change within about a second (src/progressFile.ts).
+      const progress = new StageProgress({
+        stage: req.stage, iteration: req.iteration, attempt: ctx.info.attempt, startedAtMs: started,
+        heartbeat: (b) => ctx.heartbeat(b), file: progressFileOf(req.runDir, req.iteration, req.stage),
+      });
+      const phase = (p: StagePhase): void => progress.phase(p);
+      const timer = setInterval(() => ctx.heartbeat(progress.current), 2_000);
       const cache = await hashCacheFor(req.runDir);
       const hashing: HashOptions = {
         cache,
-        onProgress: (done, total) => {
-          beat = { ...beat, done, total, unit: 'files', updatedAtMs: Date.now() };
-        },
+        onProgress: (done, total) => progress.count(done, total, 'files'),
       };
       // The stage folder's lease, once taken: renewed until the attempt ends, then released (after the process is gone).
       let owned: { lease: StageLease; stopRenewing: () => void; lost?: LeaseLostError } | undefined;
@@ -124,12 +126,13 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         clearInterval(timer);
         owned?.stopRenewing();
         await owned?.lease.release().catch(() => undefined); // unreleased, it goes stale after ttl + skew
+        await progress.close();
         await cache.save().catch(() => undefined); // only a cache: a failed save costs a re-hash later
       }
 
       async function runAttempt(): Promise<StageResult> {
         const outputDir = stageDirOf(req.runDir, req.iteration, req.stage);
-        const inputs = await resolveInputs(req.inputs, hashing);
+        const inputs = await resolveInputs(req.inputs, hashing, req);
         const spec = { stage: req.stage, runId: req.runId, iteration: req.iteration, seed: req.seed, params: req.params, inputs, outputDir };
         const hash = specHash(spec);
 
@@ -180,11 +183,10 @@ export function createStageActivities(deps: StageDeps): StageActivities {
             logFile: attemptLog,
             environment: stageEnvironment(process.env, req.params),
             env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt), ...lease.env(Math.min(2_000, renewMs)) },
+            ...(req.stallTimeoutMs ? { stallTimeoutMs: req.stallTimeoutMs } : {}),
             onEvent: (ev) => {
-              if (ev.type === 'progress') {
-                beat = { ...beat, done: ev.done, total: ev.total, unit: ev.unit, updatedAtMs: Date.now() };
-                ctx.heartbeat(beat);
-              } else if (ev.type === 'log') ctx.log.info(`[${req.stage}] ${ev.msg}`);
+              progress.event(ev);
+              if (ev.type === 'log') ctx.log.info(`[${req.stage}] ${ev.msg}`);
             },
           });
         } catch (e) {
@@ -192,6 +194,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           const lost = owned?.lost ?? (await lostLease(lease, outputDir));
           if (lost) throw leaseLost(lost);
           if (e instanceof PythonStageError && e.cancelled) throw new CancelledFailure(`${req.stage} cancelled; its process group was killed`);
+          if (e instanceof StageStalledError) ctx.log.warn(`[${req.stage}] ${e.message}`, { ...e.stall });
           throw await afterFailure(toFailure(e, { host: os.hostname(), attemptLog }), {
             stage: req.stage, outputDir, specHash: hash, params: spec.params, attempt: ctx.info.attempt,
             activity: `${ctx.info.workflowExecution?.runId ?? ''}/${ctx.info.activityId}`, maxFailures: req.maxFailures, throughput,

@@ -10,29 +10,51 @@ const fmtDur = (ms: number): string => {
   return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 };
 
+/** A stage that printed no protocol line for this long says so (the stall watchdog acts at its own limit). */
+const QUIET_MS = 60_000;
+
 export function liveText(h: StageHeartbeat, now = Date.now()): string {
-  // Before the process reports progress the phase says what takes the time (hashing a 16 GB input, verifying outputs).
-  const label = h.phase && h.phase !== 'running' ? `${h.phase}: ` : '';
-  const since = h.phaseStartedAtMs ?? h.startedAtMs;
-  if (!h.total) return `${h.phase && h.phase !== 'running' ? h.phase : 'starting'}… (${fmtDur(now - since)})`;
-  const elapsed = Math.max(1, h.updatedAtMs - since) / 1000;
-  const rate = h.done / elapsed;
-  const eta = rate > 0 ? ((h.total - h.done) / rate) * 1000 : NaN;
+  // Before the process reports progress the phase says what takes the time (hashing a 16 GB input, verifying outputs);
+  // while running, the stage program's own step does (loading a model), and labels the count that follows it.
+  const doing = h.phase && h.phase !== 'running' ? h.phase : h.step;
+  const quiet = h.lastLineAtMs !== undefined && now - h.lastLineAtMs >= QUIET_MS ? `, no line for ${fmtDur(now - h.lastLineAtMs)}` : '';
+  if (!h.total) {
+    const since = (doing === h.step ? h.stepStartedAtMs : undefined) ?? h.phaseStartedAtMs ?? h.startedAtMs;
+    return `${doing ?? 'starting'}… (${fmtDur(now - since)}${quiet})`;
+  }
+  // The activity measures the rate from the count's first line; older workers do not, so count from the phase start.
+  const rate = h.rate ?? h.done / (Math.max(1, h.updatedAtMs - (h.phaseStartedAtMs ?? h.startedAtMs)) / 1000);
+  const left = rate > 0 ? Math.max(0, ((h.total - h.done) / rate) * 1000 - (h.rate !== undefined ? Math.max(0, now - h.updatedAtMs) : 0)) : NaN;
   const pct = ((100 * h.done) / h.total).toFixed(0);
-  return `${label}${h.done}/${h.total} ${h.unit} (${pct}%) ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s${Number.isFinite(eta) ? ` ETA ${fmtDur(eta)}` : ''}`;
+  const eta = h.done >= h.total ? '' : Number.isFinite(left) ? ` ETA ${fmtDur(left)}` : '';
+  return `${doing ? `${doing}: ` : ''}${h.done}/${h.total} ${h.unit} (${pct}%) ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s${eta}${quiet ? ` (${quiet.slice(2)})` : ''}`;
 }
 
-export function statusLines(st: RunStatus, now = Date.now()): string[] {
+/** One stage's line in the status table, with what counts as a change for plain output (no clocks, no rates). */
+interface StageRow {
+  key: string;
+  text: string;
+  /** The stage's state and what it is doing: a change prints at once in plain output. */
+  state: string;
+  /** What changes as it goes (counts): printed at most every PLAIN_EVERY_MS. */
+  counts: string;
+}
+
+function stageRows(st: RunStatus, now: number): StageRow[] {
   const rec = st.record;
-  const lines = [`run ${rec.runId}: ${st.temporal?.status?.toLowerCase() ?? rec.status}`];
-  const iterations = rec.plan.iterations;
-  for (let k = 1; k <= iterations; k++) {
+  const rows: StageRow[] = [];
+  for (let k = 1; k <= rec.plan.iterations; k++) {
     for (const stage of rec.plan.stages) {
       const s = rec.stages.find((x) => x.iteration === k && x.stage === stage);
       const live = st.live.find((h) => h.iteration === k && h.stage === stage);
       let detail = '';
-      if (s?.status === 'running' && live) detail = liveText(live, now);
-      else if (s?.status === 'running' && s.startedAt) detail = `running ${fmtDur(now - Date.parse(s.startedAt))}`;
+      let state: string = s?.status ?? 'pending';
+      let counts = '';
+      if (s?.status === 'running' && live) {
+        detail = liveText(live, now);
+        state = `running|${live.phase ?? ''}|${live.step ?? ''}|${live.unit}|${live.total}`;
+        counts = `${live.done}`;
+      } else if (s?.status === 'running' && s.startedAt) detail = `running ${fmtDur(now - Date.parse(s.startedAt))}`;
       else if (s?.status === 'skipped' && s.note) detail = `skipped (${s.note})`;
       else if (s?.status === 'done' || s?.status === 'skipped') detail = `${s.status} in ${fmtDur(s.durationMs ?? 0)}`;
       else if (s?.status === 'failed' || s?.status === 'cancelled') detail = `${s.status}: ${(s.error ?? '').split('\n')[0]}`;
@@ -40,10 +62,18 @@ export function statusLines(st: RunStatus, now = Date.now()): string[] {
       const tried = st.attempts?.find((x) => x.iteration === k && x.stage === stage);
       if (s?.status === 'running' && tried && tried.attempt > 1) {
         detail += ` (attempt ${tried.attempt}${tried.lastFailure ? `; last failure: ${tried.lastFailure.split('\n')[0]}` : ''})`;
+        state += `|attempt ${tried.attempt}`;
       }
-      lines.push(`  iter ${k}  ${stage.padEnd(8)} ${detail}`);
+      rows.push({ key: `${k}:${stage}`, text: `  iter ${k}  ${stage.padEnd(8)} ${detail}`, state, counts });
     }
   }
+  return rows;
+}
+
+export function statusLines(st: RunStatus, now = Date.now()): string[] {
+  const rec = st.record;
+  const lines = [`run ${rec.runId}: ${st.temporal?.status?.toLowerCase() ?? rec.status}`];
+  lines.push(...stageRows(st, now).map((r) => r.text));
   if (rec.error) lines.push(`  error: ${rec.error.split('\n')[0]}`);
   const open = (st.temporal?.status ?? rec.status).toLowerCase() === 'running';
   const ctl = rec.control;
@@ -58,44 +88,50 @@ export function statusLines(st: RunStatus, now = Date.now()): string[] {
   return lines;
 }
 
+/** Plain output: counts at most this often per stage; an unchanged running stage is repeated this often (a sign of life in CI logs). */
+const PLAIN_EVERY_MS = 10_000;
+const PLAIN_ALIVE_MS = 60_000;
+
+/** `s` cut to `width` columns (one column per code point is close enough for status text). */
+function fit(s: string, width: number): string {
+  const chars = [...s];
+  return chars.length <= width ? s : chars.slice(0, Math.max(1, width - 1)).join('') + '…';
+}
+
 export class ProgressView {
   private drawn = 0;
-  private lastPlain = new Map<string, string>();
-  private lastPlainAt = new Map<string, number>();
+  private plain = new Map<string, { state: string; counts: string; at: number }>();
 
   constructor(
     private readonly out: NodeJS.WriteStream = process.stdout,
     private readonly tty = Boolean(process.stdout.isTTY) && !process.env.CI,
   ) {}
 
-  update(st: RunStatus): void {
-    const lines = statusLines(st);
+  update(st: RunStatus, now = Date.now()): void {
     if (this.tty) {
+      // Redrawn in place: a line wider than the terminal would wrap and break the cursor arithmetic.
+      const width = Math.max(20, (this.out.columns || 80) - 1);
+      const lines = statusLines(st, now).map((l) => fit(l, width));
       if (this.drawn > 0) this.out.write(`\x1b[${this.drawn}A`);
       for (const l of lines) this.out.write(`\x1b[2K${l}\n`);
+      if (lines.length < this.drawn) this.out.write('\x1b[J');
       this.drawn = lines.length;
       return;
     }
-    // Plain output: a line when a stage changes phase, and progress lines at most every 10 s per stage.
-    const now = Date.now();
-    for (const l of lines.slice(1)) {
-      const m = /^\s*iter (\d+)\s+(\S+)\s+(.*)$/.exec(l);
-      if (!m) continue;
-      const key = `${m[1]}:${m[2]}`;
-      const phase = (m[3] ?? '').split(/[\s:]/)[0] ?? '';
-      const numeric = /^\d+\/\d+$/.test(phase);
-      const prev = this.lastPlain.get(key);
-      const at = this.lastPlainAt.get(key) ?? 0;
-      if (prev === undefined && phase === 'pending') {
-        this.lastPlain.set(key, phase);
+    // Plain output: a line when a stage's state or step changes; count changes at most every 10 s per stage.
+    for (const r of stageRows(st, now)) {
+      const prev = this.plain.get(r.key);
+      if (!prev && r.state === 'pending') {
+        this.plain.set(r.key, { state: r.state, counts: r.counts, at: 0 });
         continue;
       }
-      const changed = numeric ? prev !== 'progress' : prev !== phase;
-      if (changed || ((numeric || phase === 'starting…' || phase === 'running') && now - at >= 10_000)) {
-        this.out.write(`${new Date(now).toISOString().slice(11, 19)} ${l.trim()}\n`);
-        this.lastPlain.set(key, numeric ? 'progress' : phase);
-        this.lastPlainAt.set(key, now);
-      }
+      const running = r.state.startsWith('running');
+      const due = !prev || prev.state !== r.state
+        || (prev.counts !== r.counts && now - prev.at >= PLAIN_EVERY_MS)
+        || (running && now - prev.at >= PLAIN_ALIVE_MS);
+      if (!due) continue;
+      this.out.write(`${new Date(now).toISOString().slice(11, 19)} ${r.text.trim()}\n`);
+      this.plain.set(r.key, { state: r.state, counts: r.counts, at: now });
     }
   }
 }

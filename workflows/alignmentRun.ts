@@ -151,6 +151,7 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
           params: plan.stagePlans[stage].params,
           inputs: stageInputs(plan, stage, done, policy),
           ...(buildId ? { workflowBuildId: buildId } : {}),
+          ...(plan.stagePlans[stage].options.stallTimeoutMs ? { stallTimeoutMs: plan.stagePlans[stage].options.stallTimeoutMs } : {}),
           ...(plan.stagePlans[stage].options.maxFailures ? { maxFailures: plan.stagePlans[stage].options.maxFailures } : {}),
         });
         done[stage] = result;

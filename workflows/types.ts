@@ -44,6 +44,8 @@ export interface StageActivityOptions {
   /** Failures the stage program reports on a live worker (crash, kill, stall) before the stage fails for good; lost
    * workers and heartbeat timeouts (preemptions) do not count. Absent = no such cap. */
   maxFailures?: number;
+  /** The runner's stall watchdog (no protocol line for this long: kill, retry); 0 = off. Absent in older plans: off. */
+  stallTimeoutMs?: number;
 }
 
 export interface StagePlan {
@@ -108,6 +110,8 @@ export interface StageRequest {
   workflowBuildId?: string;
   /** StageActivityOptions.maxFailures, enforced by the activity (Temporal's attempt count cannot tell a crash from a preemption). */
   maxFailures?: number;
+  /** From the plan's stage options: the stall watchdog's limit; 0 or absent (older workflows): no watchdog. */
+  stallTimeoutMs?: number;
 }
 
 export interface StageResult {
@@ -163,6 +167,14 @@ export interface StageHeartbeat {
   /** What the activity is doing; done/total count files while hashing. Absent from older workers. */
   phase?: StagePhase;
   phaseStartedAtMs?: number;
+  /** The stage program's own named step while it reports no counts (e.g. "loading the policy model"). */
+  step?: string;
+  stepStartedAtMs?: number;
+  /** Units per second of the current count, measured from its first progress line (so loading time is left out). */
+  rate?: number;
+  /** When the stage program last printed a protocol line (progress, phase, alive). */
+  lastLineAtMs?: number;
+  attempt?: number;
 }
 
 export type StagePhase = 'hashing inputs' | 'checking manifest' | 'waiting for lease' | 'running' | 'verifying';

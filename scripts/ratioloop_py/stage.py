@@ -7,6 +7,7 @@ rename. Progress goes to stdout as one JSON object per line; free text goes to s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import errno
 import hashlib
@@ -14,14 +15,21 @@ import json
 import os
 import platform
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from . import faults
 from .errors import EXIT_BAD_INPUT, EXIT_RESOURCE, EXIT_WORKER_ENV, BadInput, ResourceExhausted, WorkerEnvironment, missing_package
 from .io import atomic_write_json, count_jsonl_rows, sha256_path
 from .launch import MACHINE_RANK_ENV, STATUS_DIR_ENV, set_parent_death_signal, write_status
+
+
+ALIVE_EVERY_S = 10.0  # a phase's alive lines; far below any sensible stall timeout
+_EMIT_LOCK = threading.Lock()
 
 
 def _now() -> str:
@@ -138,14 +146,45 @@ class Stage:
         return p
 
     # --- progress protocol (stdout, one JSON object per line; only rank 0 speaks) ---
+    # Every line also resets the runner's stall watchdog (timeouts.<stage>.stallTimeout): a stage that goes quiet past it
+    # is killed as stalled, so long work that reports no progress runs inside `phase(...)`, which says it is alive.
     def _emit(self, obj: dict[str, Any]) -> None:
         if not is_main_process():
             return
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        line = json.dumps(obj, ensure_ascii=False) + "\n"
+        with _EMIT_LOCK:  # the alive ticker writes from its own thread: lines must not interleave
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
     def progress(self, done: int, total: int, unit: str) -> None:
         self._emit({"type": "progress", "done": int(done), "total": int(total), "unit": unit})
+
+    def alive(self) -> None:
+        """Say "still working" without a count (resets the stall watchdog; shown nowhere)."""
+        self._emit({"type": "alive"})
+
+    @contextlib.contextmanager
+    def phase(self, name: str, max_s: float | None = None) -> Iterator[None]:
+        """A named step that reports no counts (loading a model, saving a checkpoint): shown by `status` as what the
+        stage is doing, with a background `alive` line every ALIVE_EVERY_S while it runs. The ticker proves the process
+        lives, not that the step advances: with `max_s` it stops after that long, so a step hung past it is caught by the
+        watchdog. Progress lines that follow start a new count."""
+        self._emit({"type": "phase", "name": name})
+        stop = threading.Event()
+        every = float(os.environ.get("RATIOLOOP_ALIVE_S", "") or ALIVE_EVERY_S)
+        until = None if max_s is None else time.monotonic() + max_s
+
+        def tick() -> None:
+            while not stop.wait(every) and (until is None or time.monotonic() < until):
+                self.alive()
+
+        ticker = threading.Thread(target=tick, name=f"alive: {name}", daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            ticker.join()
 
     def metric(self, name: str, value: float, step: int | None = None) -> None:
         obj: dict[str, Any] = {"type": "metric", "name": name, "value": value}
@@ -186,7 +225,9 @@ class Stage:
             manifest.update(extra)
         if self.spec.get("throughput"):  # which knobs ran halved, from when and why
             manifest["throughput"] = self.spec["throughput"]
+        faults.reached("before-manifest-rename", self.name, self.iteration, self.output_dir)  # fault suite only
         atomic_write_json(self.output_dir / "manifest.json", manifest)
+        faults.reached("after-manifest-rename", self.name, self.iteration, self.output_dir)  # fault suite only
         return manifest
 
 

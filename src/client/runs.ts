@@ -18,6 +18,7 @@ import { configHash, resolvePlan } from '../config/resolve';
 import { log } from '../log';
 import { isUnregisteredAttributeError, warnNoAttributes } from '../temporal';
 import type { RunConfig } from '../config/schema';
+import { withProgressFiles } from './liveProgress';
 
 export class UserError extends Error {}
 
@@ -312,11 +313,12 @@ export interface RunStatus {
 }
 
 export async function runStatus(client: Client | undefined, runsDir: string, runId: string): Promise<RunStatus> {
-  const record = await readRun(runDirOf(runsDir, runId)).catch(() => {
+  const runDir = runDirOf(runsDir, runId);
+  const record = await readRun(runDir).catch(() => {
     throw new UserError(`no run ${runId} in ${path.resolve(runsDir)}`);
   });
   const out: RunStatus = { record, live: [] };
-  if (!client) return out;
+  if (!client) return withProgressFiles(out, runDir);
   try {
     const desc = await client.workflow.getHandle(runId).describe();
     out.temporal = {
@@ -341,7 +343,7 @@ export async function runStatus(client: Client | undefined, runsDir: string, run
   } catch (e) {
     if (!(e instanceof WorkflowNotFoundError)) throw e;
   }
-  return out;
+  return withProgressFiles(out, runDir);
 }
 
 /** The run's control queue (workflow tasks) and the running stage's queue (activity tasks), when nobody polls them. */

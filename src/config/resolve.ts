@@ -76,6 +76,24 @@ export const STAGE_RETRY_DEFAULTS: Record<StageName, { maxAttempts: number | nul
 /** The stage's value, else the default section's, else the built-in one; null is a value (no cap / no bound). */
 const pick = <T>(stage: T | undefined, dflt: T | undefined, builtin: T): T => (stage !== undefined ? stage : dflt !== undefined ? dflt : builtin);
 
+/** The stall watchdog's built-in limits: long enough for a slow batch or a big checkpoint save between two lines. */
+export const STALL_TIMEOUT_DEFAULTS: Record<StageName, string> = { sample: '30m', score: '30m', pairs: '10m', train: '30m', evaluate: '30m' };
+
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A schema-checked duration ("90s", "30m") in milliseconds. */
+export function durationMs(d: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(d.trim());
+  if (!m) throw new Error(`not a duration: ${d}`);
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
+}
+
+/** The stage's stallTimeout, else timeouts.default's, else the built-in one; 0 and null turn the watchdog off. */
+function stallTimeoutMs(stage: StageName, own: string | 0 | null | undefined, dflt: string | 0 | null | undefined): number {
+  const v = own !== undefined ? own : dflt !== undefined ? dflt : STALL_TIMEOUT_DEFAULTS[stage];
+  return v === null || v === 0 ? 0 : durationMs(v);
+}
+
 function stageOptions(config: RunConfig, stage: StageName): StageActivityOptions {
   const d = config.timeouts.default;
   const s = config.timeouts[stage] ?? {};
@@ -87,6 +105,7 @@ function stageOptions(config: RunConfig, stage: StageName): StageActivityOptions
     maximumAttempts: attempts ?? 0,
     initialInterval: ms(s.initialInterval ?? d.initialInterval),
     backoffCoefficient: s.backoffCoefficient ?? d.backoffCoefficient,
+    stallTimeoutMs: stallTimeoutMs(stage, s.stallTimeout, d.stallTimeout),
     ...(bound ? { scheduleToCloseTimeout: ms(bound) } : {}),
     maximumInterval: ms(s.maximumInterval ?? d.maximumInterval),
     maxFailures: s.maxFailures ?? d.maxFailures,

@@ -233,9 +233,13 @@ const maxAttempts = z.int().positive().nullable().describe('attempts in all; nul
 const scheduleToClose = duration.nullable().describe('all attempts of a stage together, backoff included; null = no bound. Unset = per stage: 72h for the resumable stages, null for pairs. Must exceed the stage\'s run time');
 const maxFailures = z.int().positive().describe('failures the stage program itself reports on a live worker (a crash, a kill, a stall) before the stage fails; lost workers and heartbeat timeouts (preemptions) do not count');
 
+// Stall watchdog (docs/architecture.md, Stall watchdog): unset falls back to timeouts.default, then to the stage's built-in value.
+const stallTimeout = z.union([duration, z.literal(0), z.null()]).describe('the stage program printed no progress, phase or alive line for this long: its process group is killed and the attempt fails as StageStalled (retried); 0 or null = off. Unset = per stage: 30m for sample, score, train and evaluate, 10m for pairs');
+
 const StageTimeoutSchema = z.strictObject({
   startToClose: duration.optional(),
   heartbeat: duration.optional(),
+  stallTimeout: stallTimeout.optional(),
   maxAttempts: maxAttempts.optional(),
   initialInterval: duration.optional(),
   backoffCoefficient: z.number().min(1).optional(),
@@ -250,6 +254,7 @@ export const TimeoutsSchema = z
       .strictObject({
         startToClose: duration.default('24h'),
         heartbeat: duration.default('2m'),
+        stallTimeout: stallTimeout.optional(),
         maxAttempts: maxAttempts.optional(),
         initialInterval: duration.default('5s'),
         backoffCoefficient: z.number().min(1).default(2),
