@@ -13,6 +13,7 @@ import { StageProgress } from './stageProgress';
 import { stageEnvironment } from './stageEnv';
 import { inputNotVisible, toFailure } from './stageFailure';
 import { afterFailure, manifestInvalid, throughputFor } from './stageRetry';
+import { assertVisible, faultPoint } from './faultHooks';
 import { pythonPath } from '../src/paths';
 import { stageDirOf, writeJsonAtomic } from '../src/runStore';
 import { progressFileOf } from '../src/progressFile';
@@ -45,17 +46,19 @@ function hashCacheFor(runDir: string): Promise<HashCache> {
   return c;
 }
 
-async function resolveInputs(inputs: Record<string, InputRef>, opts: HashOptions): Promise<Record<string, Required<InputRef>>> {
+async function resolveInputs(inputs: Record<string, InputRef>, opts: HashOptions, where: StageRequest): Promise<Record<string, Required<InputRef>>> {
   const out: Record<string, Required<InputRef>> = {};
   for (const [name, ref] of Object.entries(inputs)) {
     const p = path.resolve(ref.path);
     try {
       await stat(p);
+      await assertVisible(p, where); // fault suite only
     } catch {
       throw inputNotVisible(name, p);
     }
     // Trust a hash an earlier manifest gave, but only after checking it still holds.
     const actual = await hashPath(p, opts);
+    if (Object.keys(out).length === 0) await faultPoint('hashing-inputs', where); // fault suite only
     if (ref.sha256 && ref.sha256 !== actual) {
       throw ApplicationFailure.nonRetryable(`input ${name}: ${p} changed since it was produced (sha256 mismatch)`, 'BadInput');
     }
@@ -129,7 +132,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
 
       async function runAttempt(): Promise<StageResult> {
         const outputDir = stageDirOf(req.runDir, req.iteration, req.stage);
-        const inputs = await resolveInputs(req.inputs, hashing);
+        const inputs = await resolveInputs(req.inputs, hashing, req);
         const spec = { stage: req.stage, runId: req.runId, iteration: req.iteration, seed: req.seed, params: req.params, inputs, outputDir };
         const hash = specHash(spec);
 

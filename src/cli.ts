@@ -131,7 +131,7 @@ async function follow(client: Client, started: StartedRun, runsDir: string): Pro
     const cmp = await compareRuns(runsDir, [started.runId]);
     process.stdout.write('\n' + renderCompareTable(cmp) + '\n');
     const report = `${started.runDir}/report.html`;
-    await writeHtmlReport(cmp, report);
+    await writeHtmlReport(cmp, report, runsDir);
     process.stdout.write(`\nreport: ${report}\nrun folder: ${started.runDir}\n`);
   } else {
     const lines = code === EXIT.cancelled ? [`run ${started.runId} was cancelled`] : await failureLines(final, started.runDir, sdkLog);
@@ -348,7 +348,7 @@ async function main(argv: string[]): Promise<number> {
       need(positionals, 1, 'RUN_ID');
       positionals.forEach(validateRunId);
       const cmp = await compareRuns(runsDir, positionals);
-      if (values.html) await writeHtmlReport(cmp, String(values.html));
+      if (values.html) await writeHtmlReport(cmp, String(values.html), runsDir);
       process.stdout.write(values.json ? JSON.stringify(cmp, null, 2) + '\n' : renderCompareTable(cmp) + '\n');
       if (values.html) process.stderr.write(`report written to ${String(values.html)}\n`);
       return EXIT.ok;

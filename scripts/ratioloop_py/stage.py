@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import faults
 from .errors import EXIT_BAD_INPUT, EXIT_RESOURCE, EXIT_WORKER_ENV, BadInput, ResourceExhausted, WorkerEnvironment, missing_package
 from .io import atomic_write_json, count_jsonl_rows, sha256_path
 from .launch import MACHINE_RANK_ENV, STATUS_DIR_ENV, set_parent_death_signal, write_status
@@ -224,7 +225,9 @@ class Stage:
             manifest.update(extra)
         if self.spec.get("throughput"):  # which knobs ran halved, from when and why
             manifest["throughput"] = self.spec["throughput"]
+        faults.reached("before-manifest-rename", self.name, self.iteration, self.output_dir)  # fault suite only
         atomic_write_json(self.output_dir / "manifest.json", manifest)
+        faults.reached("after-manifest-rename", self.name, self.iteration, self.output_dir)  # fault suite only
         return manifest
 
 
