@@ -12,6 +12,11 @@ each batch is seeded from its own content, so the merged output equals an uninte
 Scale: under accelerate/torchrun each rank generates a strided slice of the prompts into its own shards
 (partial/seed-<s>.rank-<r>-of-<w>.jsonl), marks itself done, and rank 0 merges.
 
+Shards (params.shard = {index, count}, ratioloop_py/shards.py): a shard plans the whole stage's batches as an
+unsharded run does and generates a contiguous range of them into its own folder's samples.jsonl; the merge mode
+(RATIOLOOP_MERGE_SHARDS) orders the shards' rows by prompt id into the stage's samples.jsonl, byte for byte what
+an unsharded run writes.
+
 Test hook: RATIOLOOP_TEST_CRASH_AFTER_BATCHES=k makes the process exit with status 1 right after its k-th
 generated batch is flushed (to test resume without racing a kill). Never set it outside tests.
 """
@@ -28,12 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.generate import batch_seed, generate_batch, generate_vllm  # noqa: E402
-from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_partial_jsonl  # noqa: E402
+from ratioloop_py.io import (JsonlAppender, atomic_write_json, atomic_write_jsonl, atomic_write_text,  # noqa: E402
+                             read_partial_jsonl)
 from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
 from ratioloop_py.models import load_model, load_tokenizer, pick_device, setup_threads  # noqa: E402
 from ratioloop_py.sampling import (BadRows, LoadStats, Rendered, SampleParams, batch_key, dedup_sort,  # noqa: E402
                                    load_prompts_hf, load_prompts_jsonl, merge, plan_batches, rank_slice, render_fit,
                                    resolve_params, shard_name, summarize, with_system)
+from ratioloop_py.shards import merge_list, output_lines, shard_manifest, shard_of  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage, spec_hash, world  # noqa: E402
 
 VLLM_CHUNK = 256  # vLLM schedules its own batches; chunks only set how often a shard is flushed
@@ -146,9 +153,45 @@ def wait_for_ranks(partial: Path, stage: Stage, world_size: int) -> list[dict[st
         time.sleep(1.0)
 
 
+def merge_shards(stage: Stage, prm: SampleParams, shards: list[dict[str, Any]]) -> None:
+    """The stage's samples.jsonl and manifest from its shards' rows: ordered by prompt id, as an unsharded run."""
+    keyed: list[tuple[str, str]] = []
+    for s in shards:
+        keyed.extend((str(json.loads(line)["prompt_id"]), line) for line in output_lines(s, "samples"))
+    keyed.sort(key=lambda x: x[0])
+    dup = next((a for (a, _), (b, _) in zip(keyed, keyed[1:]) if a == b), None)
+    if dup is not None:
+        raise BadInput(f"prompt {dup!r} is in more than one shard")
+    out = stage.output_dir / "samples.jsonl"
+    atomic_write_text(out, "".join(line + "\n" for _, line in keyed))
+    rows = [json.loads(line) for _, line in keyed]
+    ms = [shard_manifest(s) for s in shards]
+    tokens = sum(int(m["metrics"].get("generated_tokens") or 0) for m in ms)
+    seconds = max(float(m["sample"]["shard"].get("seconds") or 0.0) for m in ms)
+    first = ms[0]["metrics"]
+    metrics: dict[str, Any] = {
+        **summarize(rows),
+        "generated_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 2) if tokens and seconds > 0 else None,
+        # Every shard loads (and counts) the whole prompt source; each truncates only its own prompts.
+        "input_rows": first["input_rows"],
+        "skipped_bad_rows": first["skipped_bad_rows"],
+        "duplicate_prompts_dropped": first["duplicate_prompts_dropped"],
+        "truncated_prompts": sum(int(m["metrics"]["truncated_prompts"]) for m in ms),
+        "n": len(prm.seeds),
+    }
+    sample = {k: v for k, v in ms[0]["sample"].items() if k != "shard"}
+    stage.write_manifest(outputs={"samples": out}, metrics=metrics, extra={"sample": {**sample, "shards": len(shards)}})
+
+
 def main(stage: Stage) -> None:
     setup_threads()
     prm = resolve_params(stage.params, stage.seed, stage.iteration)
+    shards = merge_list()
+    if shards is not None:
+        merge_shards(stage, prm, shards)
+        return
+    shard = shard_of(stage.params)
     rank, world_size = world()
     spec = stage.model_spec("policy")
     template = spec.get("template", "chat")
@@ -183,8 +226,18 @@ def main(stage: Stage) -> None:
 
     # Longest first (memory problems show up at once; batches pad little), then by id for a stable plan.
     order = sorted(prompts, key=lambda p: (-rendered[p.id].n_tokens, p.id))
-    mine = [p.id for p in rank_slice(order, rank, world_size)]
-    batches = plan_batches(mine, max(prm.batch_size, VLLM_CHUNK) if backend_name == "vllm" else prm.batch_size)
+    batch_size = max(prm.batch_size, VLLM_CHUNK) if backend_name == "vllm" else prm.batch_size
+    ids = [p.id for p in order]
+    shard_batches = (0, 0)
+    if shard is not None:
+        # The unsharded plan's batches, a contiguous range of them: each batch as (and seeded as) without shards.
+        every = plan_batches(ids, batch_size)
+        shard_batches = shard.range(len(every))
+        ids = [pid for b in every[shard_batches[0]:shard_batches[1]] for pid in b]
+        shard_ids = set(ids)
+        prompts = [p for p in prompts if p.id in shard_ids]
+    mine = rank_slice(ids, rank, world_size)
+    batches = plan_batches(mine, batch_size)
 
     crash_after = int(os.environ.get("RATIOLOOP_TEST_CRASH_AFTER_BATCHES", "0") or 0)
     backend = None
@@ -254,10 +307,14 @@ def main(stage: Stage) -> None:
               "identical_response_prompts", "skipped_bad_rows"):
         if metrics[k] is not None:
             stage.metric(k, metrics[k])
-    stage.write_manifest(outputs={"samples": out}, metrics=metrics, extra={"sample": {
+    extra: dict[str, Any] = {
         "backend": backend_name, "backend_choice": choice.manifest(), "seeds": prm.seeds, "world_size": world_size,
         "skipped_rows": stats.skipped[:50],
-    }})
+    }
+    if shard is not None:
+        extra["shard"] = {"index": shard.index, "count": shard.count, "batches": list(shard_batches),
+                          "prompts": len(prompts), "seconds": seconds}
+    stage.write_manifest(outputs={"samples": out}, metrics=metrics, extra={"sample": extra})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ inputs:  samples (samples.jsonl), guidance (folder, default configs/guidance), o
          (model dirs overriding params.models.*), optional routes (an earlier routes.jsonl to reuse labels).
 outputs: scores (scores.jsonl, one row per sample row, same order), routes (routes.jsonl).
 Resumable: finished groups of prompts are appended to outputDir/partial/ per rank; a retry skips them.
+Shards (params.shard = {index, count}, ratioloop_py/shards.py): a shard forms the whole stage's groups as an
+unsharded run does and scores (and routes) a contiguous range of them into its own folder; the merge mode
+(RATIOLOOP_MERGE_SHARDS) puts the shards' rows back in samples order, byte for byte what an unsharded run writes.
+Local-router batches are cut from the same groups, so labels do not depend on the split either.
 """
 from __future__ import annotations
 
@@ -25,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.guidance import LABELS, apply_guidance, exemplar_chars, load_guidance  # noqa: E402
-from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
+from ratioloop_py.io import (JsonlAppender, atomic_write_json, atomic_write_jsonl, atomic_write_text,  # noqa: E402
+                             read_jsonl, read_partial_jsonl)
 from ratioloop_py.launch import run_data_parallel, under_launcher  # noqa: E402
 from ratioloop_py.router import EndpointRouter, LocalRouter, normalize_label, router_prompt  # noqa: E402
+from ratioloop_py.shards import merge_list, output_lines, shard_manifest, shard_of  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage, world  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +152,7 @@ class Routing:
         self.partial = partial
         self.get_models = get_models
         self.routes: dict[str, dict[str, Any]] = {}
+        self.groups: list[list[int]] = []
         self.prompt_record: dict[str, Any] | None = None
         self._prompt: Any = None
         prev = stage.input_path("routes", required=False)
@@ -158,7 +165,11 @@ class Routing:
             for r in read_partial_jsonl(f):
                 self.routes[r["prompt_id"]] = r
 
-    def route_all(self, rows: list[dict[str, Any]], indices: list[int], rank: int, world_size: int) -> None:
+    def route_all(self, rows: list[dict[str, Any]], indices: list[int], rank: int, world_size: int,
+                  groups: list[list[int]] | None = None) -> None:
+        """Route the prompts `indices` not routed yet; a local router's batches are cut from `groups` (the scoring
+        groups), so a prompt is routed in the same batch however the stage is split into shards or ranks."""
+        self.groups = groups or [indices]
         todo = [i for i in indices if rows[i]["prompt_id"] not in self.routes]
         if not todo:
             return
@@ -210,8 +221,10 @@ class Routing:
         local = LocalRouter(self.get_models()["router"], batch_size=self.p["batch_size"],
                             max_prompt_tokens=self.p["max_prompt_tokens"], prompt=prompt)
         step = max(1, self.p["batch_size"])
-        for a in range(0, len(todo), step):
-            chunk = todo[a: a + step]
+        wanted = set(todo)
+        chunks = [c[a: a + step] for g in self.groups for c in [[i for i in g if i in wanted]] for a in range(0, len(c), step)]
+        n_done = 0
+        for chunk in chunks:
             batch = []
             for i, (label, how, lps) in zip(chunk, local.route_many([rows[i]["messages"] for i in chunk])):
                 if not all(math.isfinite(v) for v in lps.values()):
@@ -219,7 +232,8 @@ class Routing:
                 batch.append({"prompt_id": rows[i]["prompt_id"], "label": label, "how": how})
             out.write_batch(batch)
             new.extend(batch)
-            self.stage.progress(min(a + step, len(todo)), len(todo), "routed")
+            n_done += len(chunk)
+            self.stage.progress(n_done, len(todo), "routed")
         return new
 
 
@@ -257,12 +271,53 @@ def build_row(pid: str, label: str, gid: str | None, texts: list[str], strong: d
     return row
 
 
+def merge_shards(stage: Stage, p: dict[str, Any], rows: list[dict[str, Any]], shards: list[dict[str, Any]]) -> None:
+    """The stage's scores.jsonl, routes.jsonl and manifest from its shards' rows, in samples order."""
+    lines: dict[str, dict[str, str]] = {"scores": {}, "routes": {}}
+    for s in shards:
+        for name, by_id in lines.items():
+            for line in output_lines(s, name):
+                pid = str(json.loads(line)["prompt_id"])
+                if pid in by_id:
+                    raise BadInput(f"prompt {pid!r} is in more than one shard's {name}")
+                by_id[pid] = line
+    missing = [r["prompt_id"] for r in rows if r["prompt_id"] not in lines["scores"] or r["prompt_id"] not in lines["routes"]]
+    if missing or len(lines["scores"]) != len(rows):
+        raise BadInput(f"the shards do not cover the samples exactly ({len(missing)} missing, e.g. {missing[:1]}; "
+                       f"{len(lines['scores'])} scored of {len(rows)})")
+    for name, by_id in lines.items():
+        atomic_write_text(stage.output_dir / f"{name}.jsonl", "".join(by_id[r["prompt_id"]] + "\n" for r in rows))
+    ms = [shard_manifest(s) for s in shards]
+    metrics = compute_metrics([json.loads(lines["scores"][r["prompt_id"]]) for r in rows], p,
+                              [json.loads(lines["routes"][r["prompt_id"]]) for r in rows])
+    # Truncation is known per scored row only inside a shard (not kept in scores.jsonl): the shards' counts add up.
+    for k in ("truncated_prompts", "truncated_responses"):
+        metrics[k] = sum(int(m["metrics"].get(k, 0)) for m in ms)
+    for m in ms:
+        for k, v in m["metrics"].items():
+            if k.startswith("scorer."):
+                metrics[k] = metrics.get(k, 0) + int(v)
+    tokens = sum(int(m["shard"].get("scored_tokens", 0)) for m in ms)
+    seconds = max(float(m["shard"].get("seconds", 0.0)) for m in ms)
+    if tokens and seconds > 0:
+        metrics["tokens_per_s"] = tokens / seconds
+    first = ms[0]
+    stage.write_manifest(outputs={"scores": "scores.jsonl", "routes": "routes.jsonl"}, metrics=metrics,
+                         extra={**{k: first.get(k) for k in ("reward", "bos", "guidance", "backend_choice", "router")},
+                                "shards": len(shards)})
+
+
 def main(stage: Stage) -> None:
     from ratioloop_py.models import setup_threads
 
     setup_threads()
     p = resolve_params(stage.params)
     rows = read_samples(stage.input_path("samples"))
+    shards = merge_list()
+    if shards is not None:
+        merge_shards(stage, p, rows, shards)
+        return
+    shard = shard_of(stage.params)
     guidance_dir = stage.input_path("guidance", required=False) or DEFAULT_GUIDANCE
     library, guidance_record = load_guidance(p["guidance"]["source"], guidance_dir, p["cdr_repo"])
     if p["num_processes"] > 1 and not under_launcher():
@@ -271,7 +326,15 @@ def main(stage: Stage) -> None:
         return
     rank, world_size = world()
     partial = stage.partial_dir
-    mine = [i for i in range(len(rows)) if i % world_size == rank]
+    selected = list(range(len(rows)))
+    shard_groups = (0, 0)
+    if shard is not None:
+        # The unsharded run's groups, a contiguous range of them: every group scored as without shards.
+        every = make_groups(selected, rows, p["batch_size"])
+        shard_groups = shard.range(len(every))
+        selected = sorted(i for g in every[shard_groups[0]:shard_groups[1]] for i in g)
+    mine = [i for k, i in enumerate(selected) if k % world_size == rank]
+    groups = make_groups(mine, rows, p["batch_size"])
 
     done: dict[str, dict[str, Any]] = {}
     for f in sorted(partial.glob("scores.*.jsonl")):
@@ -288,10 +351,9 @@ def main(stage: Stage) -> None:
     routing = Routing(stage, p, partial, get_models)
     if p["router"]["kind"] in ("llm", "label"):
         routing.prompt()  # a missing or unreadable reference file fails here, before any model loads
-    routing.route_all(rows, mine, rank, world_size)
+    routing.route_all(rows, mine, rank, world_size, groups)
 
-    todo_groups = [g for g in make_groups(mine, rows, p["batch_size"])
-                   if any(rows[i]["prompt_id"] not in done for i in g)]
+    todo_groups = [g for g in groups if any(rows[i]["prompt_id"] not in done for i in g)]
     total = sum(len(rows[i]["texts"]) for i in mine)
     finished = sum(len(rows[i]["texts"]) for i in mine if rows[i]["prompt_id"] in done)
     t0 = time.perf_counter()
@@ -325,16 +387,17 @@ def main(stage: Stage) -> None:
     for f in sorted(partial.glob("routes.*.jsonl")):
         for r in read_partial_jsonl(f):
             routing.routes.setdefault(r["prompt_id"], r)
-    missing = [r["prompt_id"] for r in rows if r["prompt_id"] not in done]
+    ours = [rows[i] for i in selected]  # every row, or this shard's
+    missing = [r["prompt_id"] for r in ours if r["prompt_id"] not in done]
     if missing:
         raise RuntimeError(f"{len(missing)} prompts have no scores after all ranks finished (e.g. {missing[0]})")
-    final = [{k: v for k, v in done[r["prompt_id"]].items() if not k.startswith("_")} for r in rows]
+    final = [{k: v for k, v in done[r["prompt_id"]].items() if not k.startswith("_")} for r in ours]
     atomic_write_jsonl(stage.output_dir / "scores.jsonl", final)
     routes = [{"prompt_id": r["prompt_id"], "label": routing.routes[r["prompt_id"]]["label"],
-               "how": routing.routes[r["prompt_id"]]["how"]} for r in rows]
+               "how": routing.routes[r["prompt_id"]]["how"]} for r in ours]
     atomic_write_jsonl(stage.output_dir / "routes.jsonl", routes)
 
-    metrics = compute_metrics([done[r["prompt_id"]] for r in rows], p, routes)
+    metrics = compute_metrics([done[r["prompt_id"]] for r in ours], p, routes)
     metrics.update(sum_counters(partial, world_size))
     if elapsed > 0 and scored_tokens:
         metrics["tokens_per_s"] = scored_tokens / elapsed
@@ -348,7 +411,10 @@ def main(stage: Stage) -> None:
     stage.write_manifest(outputs={"scores": "scores.jsonl", "routes": "routes.jsonl"}, metrics=metrics,
                          extra={"reward": p["reward"], "bos": bos, "guidance": guidance_record,
                                 "backend_choice": p.get("_backend_choice"),
-                                "router": {"kind": p["router"]["kind"], **(routing.prompt_record or {})}})
+                                "router": {"kind": p["router"]["kind"], **(routing.prompt_record or {})},
+                                **({"shard": {"index": shard.index, "count": shard.count, "groups": list(shard_groups),
+                                              "prompts": len(ours), "scored_tokens": scored_tokens, "seconds": elapsed}}
+                                   if shard is not None else {})})
 
 
 COUNTERS = ("forward_tokens", "logit_rows", "prefix_hits", "prefix_tokens_saved", "fallback_window", "fallback_cache")
