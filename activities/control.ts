@@ -1,10 +1,13 @@
 // Bookkeeping activities on the control queue: keep run.json in step with the workflow.
 import type { ControlActivities } from './types';
 import { updateRun, upsertStage } from '../src/runStore';
+import { planShards, type PollerCount } from './planShards';
 
 export interface ControlDeps {
   /** Build id of the workflow bundle this worker runs (src/workflowBundle.ts). */
   buildId?: string;
+  /** Workers polling a queue (DescribeTaskQueue on the worker's connection), for `shards: auto`. */
+  pollers?: PollerCount;
 }
 
 export function createControlActivities(deps: ControlDeps = {}): ControlActivities {
@@ -17,6 +20,9 @@ export function createControlActivities(deps: ControlDeps = {}): ControlActiviti
         rec.control = { ...control, updatedAt: new Date().toISOString() };
         rec.plan.iterations = control.iterations;
       });
+    },
+    async planShards(req) {
+      return planShards(req, deps.pollers);
     },
     async recordRun({ runDir, workflowRunId, status, error, iteration }) {
       await updateRun(runDir, (rec) => {

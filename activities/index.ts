@@ -1,4 +1,5 @@
 // Activities registered by workers: stage activities on the cpu/gpu queues, bookkeeping on the control queue.
 export { createStageActivities, type StageDeps } from './stages';
 export { createControlActivities } from './control';
-export type { ControlActivities, StageActivities } from './types';
+export { createShardActivities } from './mergeShards';
+export type { ControlActivities, ShardActivities, StageActivities } from './types';

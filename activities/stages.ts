@@ -15,7 +15,8 @@ import { inputNotVisible, toFailure } from './stageFailure';
 import { afterFailure, manifestInvalid, throughputFor } from './stageRetry';
 import { assertVisible, faultPoint } from './faultHooks';
 import { pythonPath } from '../src/paths';
-import { stageDirOf, writeJsonAtomic } from '../src/runStore';
+import { writeJsonAtomic } from '../src/runStore';
+import { mergeEnv, specParams, stageOutputDir } from './shardSpec';
 import { progressFileOf } from '../src/progressFile';
 import { acquireLease, defaultTiming, keepRenewed, LeaseHeldError, LeaseLostError, newOwner, type LeaseTiming, type StageLease } from '../src/stageLease';
 
@@ -131,9 +132,9 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       }
 
       async function runAttempt(): Promise<StageResult> {
-        const outputDir = stageDirOf(req.runDir, req.iteration, req.stage);
+        const outputDir = stageOutputDir(req); // a shard's own folder inside the stage's
         const inputs = await resolveInputs(req.inputs, hashing, req);
-        const spec = { stage: req.stage, runId: req.runId, iteration: req.iteration, seed: req.seed, params: req.params, inputs, outputDir };
+        const spec = { stage: req.stage, runId: req.runId, iteration: req.iteration, seed: req.seed, params: specParams(req), inputs, outputDir };
         const hash = specHash(spec);
 
         phase('checking manifest');
@@ -182,7 +183,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
             killGraceMs: deps.killGraceMs,
             logFile: attemptLog,
             environment: stageEnvironment(process.env, req.params),
-            env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt), ...lease.env(Math.min(2_000, renewMs)) },
+            env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt), ...lease.env(Math.min(2_000, renewMs)), ...(await mergeEnv(req, outputDir)) },
             ...(req.stallTimeoutMs ? { stallTimeoutMs: req.stallTimeoutMs } : {}),
             onEvent: (ev) => {
               progress.event(ev);

@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { InputPins } from './inputPins';
 import type { RunControl, RunPlan, RunState, StageName, StageStatus } from '../workflows/types';
 
 export const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -45,6 +46,8 @@ export interface RunRecord {
   executions?: { workflowRunId: string; startedAt: string; fromIteration?: number; buildId?: string }[];
   /** Control requests in force (pause, iteration count, stages to skip), as the workflow accepted them. */
   control?: RunControl & { updatedAt: string };
+  /** Static inputs (prompts, guidance, eval data, model folders) hashed once per run: src/inputPins.ts. */
+  inputs?: InputPins;
   stages: StageRecord[];
 }
 

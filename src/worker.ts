@@ -1,7 +1,8 @@
 // Workers: the control queue runs the workflow and bookkeeping; the cpu and gpu queues run stages. One process may serve
 // any subset, so many machines can serve one run (e.g. `ratioloop worker --queues gpu` on each GPU box).
 import { DefaultLogger, Runtime, Worker, type Logger, type LogLevel } from '@temporalio/worker';
-import { createControlActivities, createStageActivities, type StageDeps } from '../activities';
+import { createControlActivities, createShardActivities, createStageActivities, type StageDeps } from '../activities';
+import { pollersVia } from '../activities/planShards';
 import { projectRoot, pythonPath, scriptsDir } from './paths';
 import { connectWorker, type TemporalSettings } from './temporal';
 import { buildWorkflowBundle, loadWorkflowBundle, type BuiltBundle } from './workflowBundle';
@@ -83,7 +84,7 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
           namespace: opts.settings.namespace,
           taskQueue: queues.control,
           workflowBundle: { code: bundle.code },
-          activities: createControlActivities({ buildId }),
+          activities: createControlActivities({ buildId, pollers: pollersVia(connection.workflowService, opts.settings.namespace) }),
         }),
       );
     } else {
@@ -92,7 +93,7 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
           connection,
           namespace: opts.settings.namespace,
           taskQueue: queues[role],
-          activities: createStageActivities(deps),
+          activities: { ...createStageActivities(deps), ...createShardActivities(deps) }, // the merge runs on the cpu queue
           maxConcurrentActivityTaskExecutions: role === 'gpu' ? (opts.gpuConcurrency ?? 1) : (opts.cpuConcurrency ?? 2),
           // shutdownGraceTime is how long in-flight stages keep running after shutdown starts, before they are
           // cancelled: none (a stopped worker's stage runs again from its checkpoint on the next worker). Cancelling

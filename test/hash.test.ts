@@ -2,7 +2,7 @@
 // both equal the definition written out by hand; the hash cache is used while a file's stat is unchanged, and only then.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdir, rename, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HashPathError, hashPath } from '../src/contentHash';
@@ -157,6 +157,45 @@ describe('hash cache', () => {
     cache.hits = cache.misses = 0;
     await hashPath(data, { cache });
     expect(cache.misses).toBe(1);
+  });
+
+  it('a reset (resume --verify) makes a worker that loaded the cache before it read every file again, and nothing it remembered is saved back', async () => {
+    const { dir } = await tree();
+    const data = path.join(dir, 'data');
+    const file = path.join(dir, '.hash-cache.json');
+    const later = () => Date.now() + 60_000;
+    const worker = new HashCache(file, later);
+    await worker.load();
+    await hashPath(data, { cache: worker });
+    await worker.save();
+    const other = await new HashCache(file, later).load(); // a second worker, loaded before the reset, with news to save
+    await writeFile(path.join(data, 'c.bin'), 'cccc');
+    await hashPath(data, { cache: other });
+
+    await HashCache.reset(file);
+    await other.save(); // its entries predate the reset: not written back
+    expect(JSON.parse(await readFile(file, 'utf8')).files).toEqual({});
+    await worker.refresh(); // what every stage attempt does first
+    worker.hits = worker.misses = 0;
+    await hashPath(data, { cache: worker });
+    expect([worker.hits, worker.misses]).toEqual([0, 3]);
+    await worker.save(); // entries of the new epoch are kept
+    const after = await new HashCache(file, later).load();
+    await hashPath(data, { cache: after });
+    expect([after.hits, after.misses]).toEqual([3, 0]);
+  });
+
+  it('refresh takes in what another worker saved (same epoch)', async () => {
+    const { dir } = await tree();
+    const file = path.join(dir, '.hash-cache.json');
+    const later = () => Date.now() + 60_000;
+    const a = await new HashCache(file, later).load();
+    const b = await new HashCache(file, later).load();
+    await hashPath(path.join(dir, 'data'), { cache: b });
+    await b.save();
+    await a.refresh();
+    await hashPath(path.join(dir, 'data'), { cache: a });
+    expect([a.hits, a.misses]).toEqual([2, 0]);
   });
 
   it('a file changed within the last 2 s is hashed but not cached (it may change again in the same tick)', async () => {

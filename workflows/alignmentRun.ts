@@ -17,7 +17,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { ControlActivities, StageActivities } from '../activities/types';
+import type { ControlActivities, ShardActivities, StageActivities } from '../activities/types';
 import {
   ITERATION_ATTR,
   MAX_ITERATIONS,
@@ -30,8 +30,8 @@ import {
   unpauseUpdate,
 } from './messages';
 import { CONTROL_ACTIVITY_OPTIONS, stageActivityOptions } from './activityOptions';
-import { iterationStatuses, nextPolicy, skipProblem, stageInputs } from './plan';
-import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumePoint, StageName, StageResult, StageStatus } from './types';
+import { iterationStatuses, nextPolicy, shardSetting, skipProblem, stageInputs } from './plan';
+import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumePoint, ShardSetting, StageName, StageRequest, StageResult, StageStatus } from './types';
 
 /** Patch ids: one per change to the command sequence. Histories recorded before a patch replay its old branch. */
 export const PATCHES = {
@@ -40,10 +40,40 @@ export const PATCHES = {
   /** v1: a run whose cancellation was requested ends cancelled even when the stage failed otherwise (its worker was
    * dead: the heartbeat timeout, not a cancel, ended the activity). Only that case runs patched(). */
   cancelRequested: 'ratioloop-cancel-requested-v1',
+  /** v3: sample/score with `shards` other than 1 run as K shard activities and a merge. Only such stages run patched(),
+   * so unsharded runs keep their command sequence. */
+  shardedStages: 'ratioloop-sharded-stages-v3',
 } as const;
 
 function stageActivities(plan: RunPlan, stage: StageName): StageActivities {
   return proxyActivities<StageActivities>(stageActivityOptions(plan, stage));
+}
+
+/**
+ * A sharded stage: K shard activities on the stage's queue at once (each resumes alone from its own folder; a lost
+ * worker costs its shard's unfinished part), then the merge on the cpu queue. `auto` asks the control queue for K
+ * first; K = 1 runs the stage as one activity. The first shard to fail for good cancels the others, which are waited
+ * for (their process groups killed) before the failure goes on.
+ */
+async function runSharded(plan: RunPlan, control: ControlActivities, req: StageRequest, setting: ShardSetting, status: StageStatus): Promise<StageResult> {
+  const count = setting === 'auto' ? (await control.planShards({ stage: req.stage, inputs: req.inputs, params: req.params, queue: plan.queues.gpu })).count : setting;
+  if (count <= 1) return stageActivities(plan, req.stage).runStage(req);
+  status.note = `${count} shards`;
+  const started = Date.now();
+  const shardRun = stageActivities(plan, req.stage);
+  const shards = await CancellationScope.cancellable(async () => {
+    const all = Array.from({ length: count }, (_, index) => shardRun.runStage({ ...req, shard: { index, count } }));
+    try {
+      return await Promise.all(all);
+    } catch (err) {
+      CancellationScope.current().cancel();
+      await Promise.allSettled(all);
+      throw err;
+    }
+  });
+  const merge = proxyActivities<ShardActivities>({ ...stageActivityOptions(plan, req.stage), taskQueue: plan.queues.cpu });
+  const merged = await merge.mergeShards({ ...req, shards });
+  return { ...merged, skipped: merged.skipped && shards.every((r) => r.skipped), durationMs: Date.now() - started };
 }
 
 function errorMessage(err: unknown): string {
@@ -142,7 +172,7 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
         status.status = 'running';
         status.startedAt = new Date(Date.now()).toISOString();
         await record(status);
-        const result = await stageActivities(plan, stage).runStage({
+        const req: StageRequest = {
           runId: plan.runId,
           runDir: plan.runDir,
           iteration: k,
@@ -153,7 +183,11 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
           ...(buildId ? { workflowBuildId: buildId } : {}),
           ...(plan.stagePlans[stage].options.stallTimeoutMs ? { stallTimeoutMs: plan.stagePlans[stage].options.stallTimeoutMs } : {}),
           ...(plan.stagePlans[stage].options.maxFailures ? { maxFailures: plan.stagePlans[stage].options.maxFailures } : {}),
-        });
+        };
+        const sharding = shardSetting(plan, stage);
+        const result = sharding !== undefined && patched(PATCHES.shardedStages)
+          ? await runSharded(plan, control, req, sharding, status)
+          : await stageActivities(plan, stage).runStage(req);
         done[stage] = result;
         status.status = result.skipped ? 'skipped' : 'done';
         status.finishedAt = new Date(Date.now()).toISOString();

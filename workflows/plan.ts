@@ -1,5 +1,5 @@
 // Pure planning rules of a run: which stages run, on which queue, with which inputs. Deterministic.
-import type { InputRef, OutputRef, RunPlan, StageName, StageResult, StageStatus } from './types';
+import type { InputRef, OutputRef, RunPlan, ShardRef, ShardSetting, StageName, StageResult, StageStatus } from './types';
 
 export const ALL_STAGES: readonly StageName[] = ['sample', 'score', 'pairs', 'train', 'evaluate'];
 
@@ -71,4 +71,32 @@ export function skipProblem(plan: RunPlan, k: number, stage: StageName, current:
   const blocking = DEPENDENTS[stage].filter((d) => plan.stages.includes(d) && !skip.includes(`${k}:${d}`));
   if (blocking.length) return `iteration ${k} ${blocking.join(', ')} need${blocking.length === 1 ? 's' : ''} ${stage}'s outputs: skip ${blocking.join(' and ')} first`;
   return undefined;
+}
+
+/** Stages that can run as shards (prompt ranges over parallel activities, then one merge). */
+export const SHARDABLE_STAGES: readonly StageName[] = ['sample', 'score'];
+/** `shards: auto`: at least this many prompts per shard, and at most this many shards. */
+export const MIN_PROMPTS_PER_SHARD = 16;
+export const MAX_AUTO_SHARDS = 64;
+
+/** The stage's shard setting when it may run sharded; undefined = one activity, as before sharding existed. */
+export function shardSetting(plan: RunPlan, stage: StageName): ShardSetting | undefined {
+  const s = plan.stagePlans[stage].shards;
+  if (!SHARDABLE_STAGES.includes(stage) || s === undefined || s === 1) return undefined;
+  return s;
+}
+
+/**
+ * `shards: auto`: one shard per gpu worker polling (equal shards finish together; a lost worker costs one shard), no
+ * fewer than MIN_PROMPTS_PER_SHARD prompts each, at most MAX_AUTO_SHARDS. Unknown workers: 1 (no sharding).
+ */
+export function autoShardCount(prompts: number | undefined, workers: number | undefined): number {
+  const byWork = prompts === undefined ? MAX_AUTO_SHARDS : Math.floor(prompts / MIN_PROMPTS_PER_SHARD);
+  return Math.max(1, Math.min(byWork, workers ?? 1, MAX_AUTO_SHARDS));
+}
+
+/** A shard's folder inside its stage folder: shard-0003-of-0008 (sorts in index order). */
+export function shardDirName(shard: ShardRef): string {
+  const pad = (n: number): string => String(n).padStart(4, '0');
+  return `shard-${pad(shard.index)}-of-${pad(shard.count)}`;
 }

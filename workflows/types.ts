@@ -48,11 +48,16 @@ export interface StageActivityOptions {
   stallTimeoutMs?: number;
 }
 
+/** How many shards a stage runs as: K, or `auto` (from the prompts and the gpu workers polling; workflows/plan.ts). */
+export type ShardSetting = number | 'auto';
+
 export interface StagePlan {
   queue: QueueKind;
   /** The stage's resolved config section plus the model specs it needs (becomes spec.params). */
   params: Record<string, unknown>;
   options: StageActivityOptions;
+  /** sample and score only; absent or 1 = one activity (the command sequence of unsharded runs). */
+  shards?: ShardSetting;
 }
 
 /** What the workflow receives: validated, defaulted and resolved by the CLI. */
@@ -112,6 +117,25 @@ export interface StageRequest {
   maxFailures?: number;
   /** From the plan's stage options: the stall watchdog's limit; 0 or absent (older workflows): no watchdog. */
   stallTimeoutMs?: number;
+  /** One shard of a sharded stage: its own folder (shard-000i-of-000K) and `params.shard` in its spec. */
+  shard?: ShardRef;
+}
+
+export interface ShardRef {
+  index: number;
+  count: number;
+}
+
+/** The merge of a sharded stage: the stage's request (its unsharded spec) plus every shard's result, in index order. */
+export interface MergeRequest extends StageRequest {
+  shards: StageResult[];
+}
+
+/** What `shards: auto` decided, and from what (undefined = not knowable there). */
+export interface ShardPlanResult {
+  count: number;
+  prompts?: number;
+  workers?: number;
 }
 
 export interface StageResult {

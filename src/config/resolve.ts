@@ -128,11 +128,17 @@ export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
     ...(config.models.judge ? { judge: resolveModel(config.models.judge, base) } : {}),
   };
   const { on_bad_row, path: promptsPath, hf, limit } = config.prompts;
-  const { guidance, cdr_repo, ...score } = config.score;
+  // `shards` is how a stage runs, not what it computes: kept out of spec.params (and so out of the spec hash).
+  const { shards: sampleShards, ...sample } = config.sample;
+  const { guidance, cdr_repo, shards: scoreShards, ...score } = config.score;
+  const shardsOf: Partial<Record<StageName, { shards: number | 'auto' }>> = {
+    ...(sampleShards !== undefined ? { sample: { shards: sampleShards } } : {}),
+    ...(scoreShards !== undefined ? { score: { shards: scoreShards } } : {}),
+  };
   const { enabled: _evalEnabled, data: evalData, baseline, ...evaluate } = config.evaluate;
 
   const params: Record<StageName, Record<string, unknown>> = {
-    sample: { ...config.sample, on_bad_row, prompts: { hf: hf ?? null, limit }, models: { policy: models.policy } },
+    sample: { ...sample, on_bad_row, prompts: { hf: hf ?? null, limit }, models: { policy: models.policy } },
     score: {
       ...score,
       guidance: { enabled: guidance.enabled, source: guidance.source, system_policy: guidance.system_policy },
@@ -157,7 +163,7 @@ export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
     iterations: opts.iterations ?? config.iterations,
     configHash: configHash(config),
     stages,
-    stagePlans: Object.fromEntries(ALL_STAGES.map((s) => [s, { queue: STAGE_QUEUES[s], params: params[s], options: stageOptions(config, s) }])) as RunPlan['stagePlans'],
+    stagePlans: Object.fromEntries(ALL_STAGES.map((s) => [s, { queue: STAGE_QUEUES[s], params: params[s], options: stageOptions(config, s), ...shardsOf[s] }])) as RunPlan['stagePlans'],
     staticInputs,
     evaluateAgainstBasePolicy: baseline === 'base_policy',
     queues: config.taskQueues,

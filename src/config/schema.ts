@@ -51,6 +51,10 @@ const PromptsSchema = z
 
 const backend = z.enum(['auto', 'hf', 'vllm']).default('auto').describe('hf (transformers), vllm, or auto: vllm where it is installed and measured faster on the device (see docs/operations.md, vLLM); the manifest records the pick and why');
 const prob = z.number().min(0).max(1);
+const shards = z
+  .union([z.literal('auto'), z.int().min(1).max(1024)])
+  .optional()
+  .describe('split the stage into K shards by prompt ranges, run as parallel activities on the gpu queue (each resumes alone) and merged on the cpu queue, byte-identical to one activity; auto = one per gpu worker polling, at least 16 prompts each; unset or 1 = one activity (docs/operations.md, Sharded stages)');
 
 export const SampleSchema = z.strictObject({
   n: z.int().min(2, 'must be at least 2: pairs need a best and a worst response').max(256).default(4).describe('responses per prompt (one seeded pass per response)'),
@@ -68,6 +72,7 @@ export const SampleSchema = z.strictObject({
   tensor_parallel_size: z.int().positive().default(1),
   num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU, each with its own engine under backend vllm): each samples a strided slice of the prompts, rank 0 merges'),
   system_prompt: z.string().nullable().default(null),
+  shards,
 });
 
 export const ScoreSchema = z.strictObject({
@@ -76,6 +81,7 @@ export const ScoreSchema = z.strictObject({
   max_response_tokens: z.int().positive().default(2048),
   batch_size: z.int().positive().default(8),
   max_batch_tokens: z.int().positive().default(8192).describe('cap on padded tokens per forward pass (bounds logits memory)'),
+  shards,
   num_processes: z.int().positive().default(1).describe('data-parallel ranks on this machine (torchrun; one per GPU, each with its own engines under backend vllm): each scores a strided slice of the prompts, rank 0 merges'),
   prefix_cache_tokens: z.int().nonnegative().default(16384).describe('context positions whose KV is kept per model, so prompts sharing a prefix (a guidance exemplar, a system prompt) run it once; 0 = off'),
   backend,
