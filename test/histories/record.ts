@@ -10,7 +10,9 @@ import { Client, Connection } from '@temporalio/client';
 import protoPkg from '@temporalio/proto';
 import { startDevServer } from '../../src/devServer';
 import { startWorkers } from '../../src/worker';
-import type { RunPlan } from '../../workflows/types';
+import type { RunPlan, StageActivityOptions } from '../../workflows/types';
+import type { QueueRole } from '../../src/worker';
+import { startDeadStageWorker } from '../deadWorker';
 import { fixturePlan, fixtureScripts } from '../helpers';
 import { controlRun } from '../../src/client/runs';
 import { readRun } from '../../src/runStore';
@@ -30,7 +32,11 @@ interface Scenario {
   fixture: Record<string, unknown>;
   iterations: number;
   /** Runs against the started workflow (e.g. cancel it); the recorder then waits for it to close. */
-  drive?: (plan: RunPlan, client: Client) => Promise<void>;
+  drive?: (plan: RunPlan, client: Client, address: string) => Promise<void>;
+  /** Queues the recorder's own workers serve (default: all three). */
+  roles?: QueueRole[];
+  /** Stage options changed for the scenario (e.g. a short heartbeat timeout). */
+  options?: Partial<StageActivityOptions>;
 }
 
 async function waitFor(file: string): Promise<void> {
@@ -67,6 +73,26 @@ async function stageStatus(plan: RunPlan, k: number, stage: string, status: stri
 }
 
 scenarios.push({
+  // A cancel while the stage's worker is dead: the heartbeat timeout ends the activity; the run ends cancelled (patch
+  // ratioloop-cancel-requested-v1).
+  name: 'cancel-dead-worker',
+  fixture: {},
+  iterations: 1,
+  roles: ['control', 'cpu'],
+  options: { heartbeatTimeout: '2s' },
+  drive: async (plan, client, address) => {
+    const dead = await startDeadStageWorker(address, plan.queues.gpu);
+    try {
+      await dead.taken;
+      await client.workflow.getHandle(plan.runId).cancel();
+      await client.workflow.getHandle(plan.runId).result().catch(() => undefined);
+    } finally {
+      await dead.shutdown();
+    }
+  },
+});
+
+scenarios.push({
   // Every control verb: pause across a boundary, more iterations, a skipped stage, unpause, stop after iteration 2.
   name: 'control',
   fixture: { sample: { sleep_s: 3 } },
@@ -93,10 +119,11 @@ try {
     const runId = `${label}-${sc.name}`;
     const plan = await fixturePlan(path.join(dir, sc.name), runId, sc.fixture);
     plan.iterations = sc.iterations;
-    const workers = await startWorkers({ settings: { address: server.address, namespace: 'default' }, roles: ['control', 'cpu', 'gpu'], queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } });
+    for (const s of plan.stages) plan.stagePlans[s].options = { ...plan.stagePlans[s].options, ...sc.options };
+    const workers = await startWorkers({ settings: { address: server.address, namespace: 'default' }, roles: sc.roles ?? ['control', 'cpu', 'gpu'], queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } });
     try {
       const h = await client.workflow.start('alignmentRun', { workflowId: runId, taskQueue: plan.queues.control, args: [plan] });
-      await sc.drive?.(plan, client);
+      await sc.drive?.(plan, client, server.address);
       await h.result().catch(() => undefined);
     } finally {
       await workers.shutdown();
