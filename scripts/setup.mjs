@@ -127,6 +127,17 @@ if (wantTest && stamp.test !== testKey) {
   writeStamp(stamp);
 }
 
+// 2c. Chromium for the report's browser test (`--test`): Debian's package, installed quietly when missing and this is
+// root with apt-get; otherwise one line, and test/report.browser.test.ts skips itself.
+if (wantTest && !['chromium', 'chromium-browser', 'google-chrome'].some((b) => ok(b, ['--version']))) {
+  if (process.getuid?.() === 0 && ok('apt-get', ['--version'])) {
+    step('installing chromium (apt-get) for the report browser test');
+    const quiet = { cwd: root, stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } };
+    const install = () => spawnSync('apt-get', ['install', '-y', '-qq', 'chromium'], quiet).status === 0;
+    if (!install() && !(spawnSync('apt-get', ['update', '-qq'], quiet).status === 0 && install())) step('chromium could not be installed: the report browser test will be skipped');
+  } else step('no chromium (needs root and apt-get to install it): the report browser test will be skipped');
+}
+
 // 3. the embedded-default model (prepare_models.py is itself idempotent and checks the GGUF's sha256)
 const modelKey = hash(path.join(root, 'scripts', 'prepare_models.py'));
 const modelDir = path.join(state, 'models', 'smollm2-135m-instruct');
