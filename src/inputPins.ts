@@ -84,18 +84,22 @@ export async function pinInputs(plan: RunPlan, existing: InputPins | undefined, 
   const pins: InputPins = {};
   const changes: InputChange[] = [];
   const unseen: string[] = [];
+  const byPath = new Map<string, string>(); // one folder often serves several models (the demo's four): hash it once
   for (const [name, p] of Object.entries(staticInputPaths(plan))) {
     if (!(await exists(p))) {
       unseen.push(name); // not visible from here (--no-preflight on a host without the workers' mounts)
       if (existing?.[name]) pins[name] = existing[name];
       continue;
     }
-    const slow = setTimeout(() => opts.onSlow?.(name, p), 3_000);
-    let sha256: string;
-    try {
-      sha256 = await hashPath(p, opts.cache ? { cache: opts.cache } : {});
-    } finally {
-      clearTimeout(slow);
+    let sha256 = byPath.get(p);
+    if (sha256 === undefined) {
+      const slow = setTimeout(() => opts.onSlow?.(name, p), 3_000);
+      try {
+        sha256 = await hashPath(p, opts.cache ? { cache: opts.cache } : {});
+      } finally {
+        clearTimeout(slow);
+      }
+      byPath.set(p, sha256);
     }
     const pinned = existing?.[name];
     if (!pinned || pinned.path !== p) {
