@@ -48,8 +48,32 @@ export interface RunRecord {
   control?: RunControl & { updatedAt: string };
   /** Static inputs (prompts, guidance, eval data, model folders) hashed once per run: src/inputPins.ts. */
   inputs?: InputPins;
+  /** Each `resume --config FILE` that changed the config, oldest first (src/client/replan.ts). */
+  replans?: ReplanRecord[];
+  /** Each resume that found the run folder somewhere other than where it last ran (moved or mounted elsewhere). */
+  relocations?: { from: string; to: string; at: string }[];
   stages: StageRecord[];
 }
+
+export interface ReplanRecord {
+  at: string;
+  configPath: string;
+  fromConfigHash: string;
+  toConfigHash: string;
+  /** Dotted config keys whose value changed (defaults applied on both sides). */
+  changedKeys: string[];
+  /** Stages whose own spec (params or static inputs) changed; later stages run again only if their inputs change. */
+  changedStages: StageName[];
+  addedStages?: StageName[];
+  removedStages?: StageName[];
+}
+
+/**
+ * A recorded plan, placed in the folder its run.json was found in. The run folder is wherever `<runsDir>/<runId>` is
+ * now: plan.runDir in run.json (absolute, from older versions too) only says where the run last ran, so a folder
+ * that was moved or mounted elsewhere resumes in place.
+ */
+export const locatePlan = (plan: RunPlan, runDir: string): RunPlan => ({ ...plan, runDir: path.resolve(runDir) });
 
 export async function writeFileAtomic(file: string, text: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });

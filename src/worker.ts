@@ -12,16 +12,20 @@ export const QUEUE_ROLES: readonly QueueRole[] = ['control', 'cpu', 'gpu'];
 export const DEFAULT_QUEUES: Record<QueueRole, string> = { control: 'ratioloop-control', cpu: 'ratioloop-cpu', gpu: 'ratioloop-gpu' };
 
 let runtimeInstalled = false;
+// The commands handle SIGINT/SIGTERM themselves (run: Ctrl-C leaves the run resumable or, with --cancel-on-interrupt,
+// serves it until the cancellation is recorded; worker: a clean stop). The SDK's default would shut every worker down
+// at the first Ctrl-C, so nobody would record that cancellation.
+const shutdownSignals: NodeJS.Signals[] = [];
 function installRuntime(logger?: Logger): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   if (logger) {
     // Core's own (Rust) lines are forwarded to the same logger, so nothing of the SDK reaches the terminal directly.
-    Runtime.install({ logger, telemetryOptions: { logging: { forward: {}, filter: { core: 'WARN', other: 'WARN' } } } });
+    Runtime.install({ logger, shutdownSignals, telemetryOptions: { logging: { forward: {}, filter: { core: 'WARN', other: 'WARN' } } } });
     return;
   }
   const level = (process.env.TEMPORAL_SDK_LOG_LEVEL ?? 'WARN') as LogLevel;
-  Runtime.install({ logger: new DefaultLogger(level) });
+  Runtime.install({ logger: new DefaultLogger(level), shutdownSignals });
 }
 
 /**
@@ -100,6 +104,9 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
           // kills the stage's process group (killGraceMs) and reports back; shutdownForceTime bounds that wait.
           shutdownGraceTime: 0,
           shutdownForceTime: '60s',
+          // A cancel reaches a running stage with the next heartbeat sent to the server. The SDK's default spacing is 80% of
+          // the heartbeat timeout, up to 60 s: a cancelled run would wait that long for its stage to be stopped.
+          maxHeartbeatThrottleInterval: '5s',
         }),
       );
     }

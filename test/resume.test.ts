@@ -1,0 +1,161 @@
+// resume --config (re-plan from an edited config), a moved run folder, and the ways a run is stopped from the CLI
+// (--cancel-on-interrupt, cancel --force, a second Ctrl-C), through the CLI with the real embedded server and fixture
+// stages. One embedded server serves the whole file (a long linger keeps it between tests; stopped at the end).
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { projectRoot } from '../src/paths';
+import type { RunRecord } from '../src/runStore';
+import { writeWorkflowBundle } from '../src/workflowBundle';
+import { baseConfig, fixtureScripts, tmpDir, uniqueQueues } from './helpers';
+
+const bin = path.join(projectRoot, 'bin/ratioloop.js');
+const state = await tmpDir('ratioloop-resume-state-');
+// One workflow bundle for every CLI process here (each would otherwise build its own: seconds of CPU apiece).
+const bundle = path.join(state, 'workflow-bundle.js');
+await writeWorkflowBundle(bundle);
+const children: ResultPromise[] = [];
+
+function cli(fixture: object, ...args: string[]): ResultPromise {
+  const env = {
+    ...process.env,
+    TEMPORAL_ADDRESS: '',
+    CI: '1',
+    RATIOLOOP_STATE_DIR: state,
+    RATIOLOOP_SCRIPTS_DIR: fixtureScripts,
+    RATIOLOOP_FIXTURE: JSON.stringify(fixture),
+    RATIOLOOP_SERVER_LINGER_MS: '30000',
+    RATIOLOOP_WORKFLOW_BUNDLE: bundle,
+  };
+  const c = execa('node', [bin, ...args], { cwd: projectRoot, env, reject: false });
+  children.push(c);
+  return c;
+}
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await Promise.allSettled(children);
+  await execa('node', [bin, 'server', 'stop'], { cwd: projectRoot, env: { ...process.env, TEMPORAL_ADDRESS: '', RATIOLOOP_STATE_DIR: state }, reject: false });
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  for (const until = Date.now() + timeoutMs; Date.now() < until; await sleep(200)) if (await pred()) return;
+  throw new Error(`timed out waiting for ${what}`);
+}
+const text = (f: string) => readFile(f, 'utf8').catch(() => '');
+const record = async (runDir: string) => JSON.parse(await text(path.join(runDir, 'run.json'))) as RunRecord;
+/** Stage names of the invocations.log lines the fixture stages append (one per process that really ran). */
+const ran = async (runDir: string) => (await text(path.join(runDir, 'invocations.log'))).trim().split('\n').filter(Boolean).map((l) => l.split(' ')[1]);
+const stageStatus = (rec: RunRecord) => Object.fromEntries(rec.stages.map((s) => [s.stage, s.status]));
+
+/** A one-iteration fixture config (sample, score, pairs, train) in its own folder; `edit` changes it before writing. */
+async function setup(name: string): Promise<{ dir: string; config: string; runsDir: string; cfg: Record<string, unknown> }> {
+  const dir = await tmpDir(`ratioloop-resume-${name}-`);
+  const cfg = { ...(await baseConfig(dir)), iterations: 1, evaluate: { enabled: false }, taskQueues: uniqueQueues() };
+  const config = path.join(dir, 'config.yaml');
+  await writeFile(config, JSON.stringify(cfg)); // JSON is YAML
+  return { dir, config, runsDir: path.join(dir, 'runs'), cfg };
+}
+
+/** The train stage fails at once as bad input (as an out-of-memory batch size would be fixed: by editing the config). */
+const trainFails = { train: { bad_input: 'fixture: batch too large for this GPU' } };
+
+describe('resume', () => {
+  it('--config re-plans: an edited train batch size runs train again and skips the finished stages; a new seed is refused', async () => {
+    const { dir, config, runsDir, cfg } = await setup('replan');
+    const runDir = path.join(runsDir, 'rs-replan');
+    const first = await cli(trainFails, 'run', config, '--run-id', 'rs-replan', '--no-preflight');
+    expect(first.exitCode, String(first.stderr)).toBe(1);
+    const failed = await record(runDir);
+    expect(stageStatus(failed)).toMatchObject({ sample: 'done', score: 'done', pairs: 'done', train: 'failed' });
+
+    const seeded = path.join(dir, 'seed.yaml');
+    await writeFile(seeded, JSON.stringify({ ...cfg, seed: 8 }));
+    const refused = await cli({}, 'resume', 'rs-replan', '--config', seeded, '--no-preflight');
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toContain("seed 8 differs from run rs-replan's seed 7");
+    expect((await record(runDir)).configHash).toBe(failed.configHash); // nothing recorded
+
+    const edited = path.join(dir, 'edited.yaml');
+    await writeFile(edited, JSON.stringify({ ...cfg, train: { per_device_train_batch_size: 1 } }));
+    const res = await cli({}, 'resume', 'rs-replan', '--config', edited, '--no-preflight');
+    expect(res.exitCode, String(res.stderr)).toBe(0);
+    expect(res.stdout).toContain('changed train.per_device_train_batch_size; stage specs changed: train.');
+    const rec = await record(runDir);
+    expect(rec.status).toBe('completed');
+    expect(stageStatus(rec)).toEqual({ sample: 'skipped', score: 'skipped', pairs: 'skipped', train: 'done' });
+    expect(await ran(runDir)).toEqual(['sample', 'score', 'pairs', 'train', 'train']);
+    expect(rec.replans).toEqual([expect.objectContaining({ configPath: edited, fromConfigHash: failed.configHash, toConfigHash: rec.configHash, changedKeys: ['train.per_device_train_batch_size'], changedStages: ['train'] })]);
+    expect(rec.configHash).not.toBe(failed.configHash);
+    expect((rec.config as { train: { per_device_train_batch_size: number } }).train.per_device_train_batch_size).toBe(1);
+    expect((rec.plan.stagePlans.train.params as { per_device_train_batch_size: number }).per_device_train_batch_size).toBe(1);
+  }, 90_000);
+
+  it('a run folder that was moved resumes where it now is', async () => {
+    const { dir, config, runsDir } = await setup('moved');
+    const first = await cli(trainFails, 'run', config, '--run-id', 'rs-moved', '--no-preflight');
+    expect(first.exitCode, String(first.stderr)).toBe(1);
+    const oldDir = path.join(runsDir, 'rs-moved');
+    const newRuns = path.join(dir, 'elsewhere', 'runs');
+    await mkdir(newRuns, { recursive: true });
+    await rename(oldDir, path.join(newRuns, 'rs-moved'));
+    const res = await cli({}, 'resume', 'rs-moved', '--runs-dir', newRuns, '--no-preflight');
+    expect(res.exitCode, String(res.stderr)).toBe(0);
+    const newDir = path.join(newRuns, 'rs-moved');
+    const rec = await record(newDir);
+    expect(rec.status).toBe('completed');
+    expect(rec.plan.runDir).toBe(newDir);
+    expect(rec.relocations).toEqual([expect.objectContaining({ from: oldDir, to: newDir })]);
+    expect(stageStatus(rec).train).toBe('done');
+    expect(await text(path.join(newDir, 'iter-1', 'train', 'manifest.json'))).toContain(newDir);
+    expect(await text(path.join(oldDir, 'run.json'))).toBe(''); // nothing written where it used to be
+  }, 90_000);
+
+  it('run --cancel-on-interrupt: Ctrl-C cancels the run and exits 3 once the cancellation is recorded', async () => {
+    const { config, runsDir } = await setup('coi');
+    const runDir = path.join(runsDir, 'rs-coi');
+    const run = cli({ sample: { sleep_s: 60 } }, 'run', config, '--run-id', 'rs-coi', '--no-preflight', '--cancel-on-interrupt');
+    await waitFor('the sample stage to start', async () => (await ran(runDir)).includes('sample'));
+    run.kill('SIGINT');
+    const r = await run;
+    expect(r.exitCode, String(r.stderr)).toBe(3);
+    expect(r.stderr).toContain('cancelling run rs-coi (--cancel-on-interrupt)');
+    const rec = await record(runDir);
+    expect(rec.status).toBe('cancelled');
+    expect(stageStatus(rec).sample).toBe('cancelled');
+  }, 60_000);
+
+  it('cancel --force terminates a run another CLI follows: both end, run.json says so', async () => {
+    const { config, runsDir } = await setup('force');
+    const runDir = path.join(runsDir, 'rs-force');
+    const run = cli({ sample: { sleep_s: 60 } }, 'run', config, '--run-id', 'rs-force', '--no-preflight');
+    await waitFor('the sample stage to start', async () => (await ran(runDir)).includes('sample'));
+    const c = await cli({}, 'cancel', 'rs-force', '--force', '--runs-dir', runsDir);
+    expect(c.exitCode, String(c.stderr)).toBe(0);
+    expect(c.stdout).toContain('run rs-force terminated (--force)');
+    const r = await run;
+    expect(r.exitCode, String(r.stderr)).toBe(3);
+    expect(r.stderr).toContain('run rs-force was terminated');
+    const rec = await record(runDir);
+    expect(rec.status).toBe('cancelled');
+    expect(rec.error).toContain('cancel --force');
+  }, 60_000);
+
+  it('a second Ctrl-C exits at once, while the first is still waiting for the cancellation', async () => {
+    const { config, runsDir } = await setup('twice');
+    const runDir = path.join(runsDir, 'rs-twice');
+    const run = cli({ sample: { sleep_s: 60 } }, 'run', config, '--run-id', 'rs-twice', '--no-preflight', '--cancel-on-interrupt');
+    await waitFor('the sample stage to start', async () => (await ran(runDir)).includes('sample'));
+    let said = '';
+    run.stderr?.on('data', (d: Buffer) => (said += d.toString()));
+    run.kill('SIGINT');
+    await waitFor('the first Ctrl-C to be handled', () => Promise.resolve(said.includes('cancelling run rs-twice')), 10_000);
+    run.kill('SIGINT');
+    const r = await run;
+    expect(r.exitCode, String(r.stderr)).toBe(130);
+    expect(r.stderr).toContain('second Ctrl-C: exiting now');
+    expect(r.stderr).toContain('ratioloop cancel rs-twice');
+  }, 60_000);
+});
