@@ -37,6 +37,8 @@ interface Scenario {
   roles?: QueueRole[];
   /** Stage options changed for the scenario (e.g. a short heartbeat timeout). */
   options?: Partial<StageActivityOptions>;
+  /** Other plan changes (e.g. sharded stages). */
+  plan?: (plan: RunPlan) => void;
 }
 
 async function waitFor(file: string): Promise<void> {
@@ -110,6 +112,27 @@ scenarios.push({
   },
 });
 
+scenarios.push({
+  // Sharded stages (patch ratioloop-sharded-stages-v3): sample as 3 shards and a merge, score `auto` (the control
+  // queue's planShards: one gpu worker polls, so one activity).
+  name: 'sharded',
+  fixture: { sample: { sharded: true, prompts: 12, batch: 4 }, score: { sharded: true, prompts: 12, batch: 4 } },
+  iterations: 1,
+  plan: (plan) => {
+    plan.stagePlans.sample.shards = 3;
+    plan.stagePlans.score.shards = 'auto';
+  },
+});
+scenarios.push({
+  // A shard that fails for good cancels its sibling shards (waited for) and fails the run.
+  name: 'sharded-bad-input',
+  fixture: { sample: { sharded: true, prompts: 12, batch: 4, per_prompt_s: 0.2, bad_input_shard: 1 } },
+  iterations: 1,
+  plan: (plan) => {
+    plan.stagePlans.sample.shards = 3;
+  },
+});
+
 const server = await startDevServer({ dir: path.join(dir, 'temporal') });
 const connection = await Connection.connect({ address: server.address });
 const client = new Client({ connection });
@@ -120,6 +143,7 @@ try {
     const plan = await fixturePlan(path.join(dir, sc.name), runId, sc.fixture);
     plan.iterations = sc.iterations;
     for (const s of plan.stages) plan.stagePlans[s].options = { ...plan.stagePlans[s].options, ...sc.options };
+    sc.plan?.(plan);
     const workers = await startWorkers({ settings: { address: server.address, namespace: 'default' }, roles: sc.roles ?? ['control', 'cpu', 'gpu'], queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } });
     try {
       const h = await client.workflow.start('alignmentRun', { workflowId: runId, taskQueue: plan.queues.control, args: [plan] });
