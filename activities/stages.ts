@@ -18,6 +18,8 @@ import { pythonPath } from '../src/paths';
 import { writeJsonAtomic } from '../src/runStore';
 import { mergeEnv, specParams, stageOutputDir } from './shardSpec';
 import { progressFileOf } from '../src/progressFile';
+import type { GpuSlotPool, SlotLease } from '../src/gpuSlots';
+import { slotEnv, takeStageSlots } from './stageSlots';
 import { acquireLease, defaultTiming, keepRenewed, LeaseHeldError, LeaseLostError, newOwner, type LeaseTiming, type StageLease } from '../src/stageLease';
 
 export interface StageDeps {
@@ -28,6 +30,10 @@ export interface StageDeps {
   killGraceMs?: number;
   /** Stage-folder lease (src/stageLease.ts): ttl and clock-skew margin, renewal period, how long to wait for a live holder. */
   lease?: Partial<LeaseTiming & { renewMs: number; waitMs: number; pollMs: number }>;
+  /** GPU slots this worker's stages take (src/gpuSlots.ts); absent: none (the cpu queue). */
+  slots?: GpuSlotPool;
+  /** These activities serve the gpu queue's poll gate (src/gpuPollGate.ts), which counts one slot per task. */
+  viaPermit?: boolean;
 }
 
 const SCRIPT: Record<StageRequest['stage'], string> = {
@@ -119,12 +125,14 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       };
       // The stage folder's lease, once taken: renewed until the attempt ends, then released (after the process is gone).
       let owned: { lease: StageLease; stopRenewing: () => void; lost?: LeaseLostError } | undefined;
+      let slots: SlotLease | undefined; // GPU slots, held while the stage's process lives
       const stop = new AbortController(); // the stage's process group dies on cancel, or when the lease is lost
       ctx.cancellationSignal.addEventListener('abort', () => stop.abort(), { once: true });
       try {
         return await runAttempt();
       } finally {
         clearInterval(timer);
+        slots?.release();
         owned?.stopRenewing();
         await owned?.lease.release().catch(() => undefined); // unreleased, it goes stale after ttl + skew
         await progress.close();
@@ -159,11 +167,15 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         const throughput = await throughputFor(outputDir, hash);
         await writeJsonAtomic(specPath, { ...spec, ...(throughput ? { throughput } : {}), specHash: hash });
 
+        if (deps.slots) {
+          slots = await takeStageSlots(req, { pool: deps.slots, viaPermit: deps.viaPermit ?? false, signal: stop.signal, onWait: () => phase('waiting for a GPU slot') });
+        }
         // Which worker ran which attempt: with worker pools on many machines, this is where to look for its logs.
         await writeJsonAtomic(path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.worker.json`), {
           hostname: os.hostname(),
           pid: process.pid,
           taskQueue: ctx.info.taskQueue,
+          ...(deps.slots?.pinned ? { gpus: slots?.devices ?? [] } : {}),
           activityId: ctx.info.activityId,
           workflowRunId: ctx.info.workflowExecution?.runId,
           ...(req.workflowBuildId ? { workflowBuildId: req.workflowBuildId } : {}),
@@ -183,7 +195,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
             killGraceMs: deps.killGraceMs,
             logFile: attemptLog,
             environment: stageEnvironment(process.env, req.params),
-            env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt), ...lease.env(Math.min(2_000, renewMs)), ...(await mergeEnv(req, outputDir)) },
+            env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt), ...lease.env(Math.min(2_000, renewMs)), ...(await mergeEnv(req, outputDir)), ...slotEnv(deps.slots, slots) },
             ...(req.stallTimeoutMs ? { stallTimeoutMs: req.stallTimeoutMs } : {}),
             onEvent: (ev) => {
               progress.event(ev);
@@ -202,6 +214,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           });
         }
 
+        slots?.release(); // the process is gone: the next stage may have its devices while this one verifies
         // Exit 0 after the lease was lost (before the renewer noticed) is an orphan's result: not this attempt's to verify.
         const lost = owned?.lost ?? (await lostLease(lease, outputDir));
         if (lost) throw leaseLost(lost);

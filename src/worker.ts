@@ -1,15 +1,24 @@
 // Workers: the control queue runs the workflow and bookkeeping; the cpu and gpu queues run stages. One process may serve
-// any subset, so many machines can serve one run (e.g. `ratioloop worker --queues gpu` on each GPU box).
-import { DefaultLogger, Runtime, Worker, type Logger, type LogLevel } from '@temporalio/worker';
+// any subset, so many machines can serve one run (e.g. `ratioloop worker --queues gpu` on each GPU box). The gpu role
+// also serves the resource-class queues (gpu-x2, gpu-x4, …) of stages that need several GPUs on one machine; with GPU
+// slots (--gpus / --gpu-slots) every stage process is pinned to its own devices (src/gpuSlots.ts).
+import { DefaultLogger, Runtime, Worker, type Logger, type LogLevel, type WorkerOptions } from '@temporalio/worker';
 import { createControlActivities, createShardActivities, createStageActivities, type StageDeps } from '../activities';
 import { pollersVia } from '../activities/planShards';
 import { projectRoot, pythonPath, scriptsDir } from './paths';
 import { connectWorker, type TemporalSettings } from './temporal';
+import { GpuSlotPool } from './gpuSlots';
+import { gpuPollGate } from './gpuPollGate';
+import { classesOf, classesUpTo, classSize, queueNames } from './queues';
+import type { GpuClass, RunQueues } from '../workflows/types';
 import { buildWorkflowBundle, loadWorkflowBundle, type BuiltBundle } from './workflowBundle';
 
 export type QueueRole = 'control' | 'cpu' | 'gpu';
 export const QUEUE_ROLES: readonly QueueRole[] = ['control', 'cpu', 'gpu'];
-export const DEFAULT_QUEUES: Record<QueueRole, string> = { control: 'ratioloop-control', cpu: 'ratioloop-cpu', gpu: 'ratioloop-gpu' };
+/** Classes a whole-machine worker (no slot flags) serves when nothing names them: it runs one stage at a time anyway. */
+const WHOLE_MACHINE_CLASSES: readonly GpuClass[] = classesUpTo(8);
+
+const FIXED = { type: 'fixed-size', numSlots: 1 } as const;
 
 let runtimeInstalled = false;
 // The commands handle SIGINT/SIGTERM themselves (run: Ctrl-C leaves the run resumable or, with --cancel-on-interrupt,
@@ -54,9 +63,16 @@ export function workflowBundle(file?: string): Promise<BuiltBundle> {
 export interface WorkerSetOptions {
   settings: TemporalSettings;
   roles: readonly QueueRole[];
-  queues?: Partial<Record<QueueRole, string>>;
+  /** Queue names (a plan's, with the classes it uses); unset roles get the prefixed default names. */
+  queues?: Partial<RunQueues>;
+  /** Prefix for names `queues` does not give (default: $RATIOLOOP_QUEUE_PREFIX, else ratioloop-<user>). */
+  queuePrefix?: string;
+  /** Resource classes the gpu role serves; default: the ones `queues` names, else every class the slots can hold. */
+  gpuClasses?: readonly GpuClass[];
+  /** GPU slots (--gpus / --gpu-slots): one stage per device, pinned. Unset: the whole machine, gpuConcurrency at a time. */
+  gpuSlots?: GpuSlotPool;
   stageDeps?: Partial<StageDeps>;
-  /** Stages a gpu worker runs at once (default 1: one accelerator job at a time). */
+  /** Stages a gpu worker without slots runs at once (default 1: one accelerator job at a time). */
   gpuConcurrency?: number;
   cpuConcurrency?: number;
   /** A prebuilt workflow bundle file (default: $RATIOLOOP_WORKFLOW_BUNDLE, else build from this checkout). */
@@ -66,6 +82,10 @@ export interface WorkerSetOptions {
 export interface WorkerSet {
   /** Build id of the workflow bundle, when this set serves the control queue. */
   buildId?: string;
+  /** The task queues polled, by kind. */
+  polled: Partial<RunQueues>;
+  /** Classes the gpu role was asked for but cannot serve (more GPUs than its slots). */
+  unservable: GpuClass[];
   /** Resolves when every worker has stopped. */
   done: Promise<void>;
   shutdown(): Promise<void>;
@@ -74,10 +94,34 @@ export interface WorkerSet {
 export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
   installRuntime();
   const connection = await connectWorker(opts.settings);
-  const queues = { ...DEFAULT_QUEUES, ...opts.queues };
+  const named = opts.queues ?? {};
+  const wanted = opts.gpuClasses ?? (classesOf(named).length ? classesOf(named) : opts.gpuSlots ? classesUpTo(opts.gpuSlots.size) : WHOLE_MACHINE_CLASSES);
+  const queues: RunQueues = queueNames({ prefix: opts.queuePrefix, explicit: named, classes: wanted });
+  for (const c of classesOf(named)) queues[c] = named[c]!; // a plan's class names as recorded
+  // A whole-machine worker takes any class (it runs one stage at a time, seeing every device); slots hold at most their count.
+  const pool = opts.gpuSlots ?? GpuSlotPool.wholeMachine(opts.gpuConcurrency ?? 1);
+  const classes = wanted.filter((c) => !pool.pinned || classSize(c) <= pool.size);
+  const unservable = wanted.filter((c) => !classes.includes(c));
   const deps: StageDeps = { python: pythonPath(), scriptsDir, cwd: projectRoot, ...opts.stageDeps };
   const workers: Worker[] = [];
+  const polled: Partial<RunQueues> = {};
   let buildId: string | undefined;
+  const stageWorker = (taskQueue: string, stageDeps: StageDeps, limits: Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'tuner' | 'maxConcurrentActivityTaskPolls'>) =>
+    Worker.create({
+      connection,
+      namespace: opts.settings.namespace,
+      taskQueue,
+      activities: { ...createStageActivities(stageDeps), ...createShardActivities(stageDeps) }, // the merge runs on the cpu queue
+      ...limits,
+      // shutdownGraceTime is how long in-flight stages keep running after shutdown starts, before they are
+      // cancelled: none (a stopped worker's stage runs again from its checkpoint on the next worker). Cancelling
+      // kills the stage's process group (killGraceMs) and reports back; shutdownForceTime bounds that wait.
+      shutdownGraceTime: 0,
+      shutdownForceTime: '60s',
+      // A cancel reaches a running stage with the next heartbeat sent to the server. The SDK's default spacing is 80% of
+      // the heartbeat timeout, up to 60 s: a cancelled run would wait that long for its stage to be stopped.
+      maxHeartbeatThrottleInterval: '5s',
+    });
   for (const role of opts.roles) {
     if (role === 'control') {
       const bundle = await workflowBundle(opts.bundleFile ?? (process.env.RATIOLOOP_WORKFLOW_BUNDLE || undefined));
@@ -91,24 +135,23 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
           activities: createControlActivities({ buildId, pollers: pollersVia(connection.workflowService, opts.settings.namespace) }),
         }),
       );
+      polled.control = queues.control;
+    } else if (role === 'cpu') {
+      workers.push(await stageWorker(queues.cpu, deps, { maxConcurrentActivityTaskExecutions: opts.cpuConcurrency ?? 2 }));
+      polled.cpu = queues.cpu;
     } else {
-      workers.push(
-        await Worker.create({
-          connection,
-          namespace: opts.settings.namespace,
-          taskQueue: queues[role],
-          activities: { ...createStageActivities(deps), ...createShardActivities(deps) }, // the merge runs on the cpu queue
-          maxConcurrentActivityTaskExecutions: role === 'gpu' ? (opts.gpuConcurrency ?? 1) : (opts.cpuConcurrency ?? 2),
-          // shutdownGraceTime is how long in-flight stages keep running after shutdown starts, before they are
-          // cancelled: none (a stopped worker's stage runs again from its checkpoint on the next worker). Cancelling
-          // kills the stage's process group (killGraceMs) and reports back; shutdownForceTime bounds that wait.
-          shutdownGraceTime: 0,
-          shutdownForceTime: '60s',
-          // A cancel reaches a running stage with the next heartbeat sent to the server. The SDK's default spacing is 80% of
-          // the heartbeat timeout, up to 60 s: a cancelled run would wait that long for its stage to be stopped.
-          maxHeartbeatThrottleInterval: '5s',
-        }),
-      );
+      // One-GPU stages: with slots, the poll gate asks for a task only while a slot is free (src/gpuPollGate.ts).
+      const gpuLimits = pool.pinned
+        ? { tuner: { activityTaskSlotSupplier: gpuPollGate(pool), workflowTaskSlotSupplier: FIXED, localActivityTaskSlotSupplier: FIXED, nexusTaskSlotSupplier: FIXED }, maxConcurrentActivityTaskPolls: 1 }
+        : { maxConcurrentActivityTaskExecutions: pool.size };
+      workers.push(await stageWorker(queues.gpu, { ...deps, slots: pool, viaPermit: pool.pinned }, gpuLimits));
+      polled.gpu = queues.gpu;
+      // Resource classes: as many at once as the slots could hold; each takes its devices first come, first served.
+      for (const c of classes) {
+        const at = pool.pinned ? Math.max(1, Math.floor(pool.size / classSize(c))) : pool.size;
+        workers.push(await stageWorker(queues[c]!, { ...deps, slots: pool }, { maxConcurrentActivityTaskExecutions: at }));
+        polled[c] = queues[c]!;
+      }
     }
   }
   const done = Promise.all(workers.map((w) => w.run())).then(async () => {
@@ -116,6 +159,8 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
   });
   return {
     ...(buildId ? { buildId } : {}),
+    polled,
+    unservable,
     done,
     async shutdown() {
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();

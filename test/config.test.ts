@@ -25,7 +25,7 @@ describe('config validation', () => {
     expect(issues).toEqual([]);
     expect(config?.train.beta).toBe(2);
     expect(config?.sample.n).toBe(4);
-    expect(config?.taskQueues.gpu).toBe('ratioloop-gpu');
+    expect(config?.taskQueues.gpu).toBeUndefined(); // named from queues.prefix at plan time (src/queues.ts)
   });
 
   const cases: [string, (c: Raw) => void, string][] = [

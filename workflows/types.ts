@@ -1,7 +1,17 @@
 // Plain data shared by the CLI, the workflow and the activities. No runtime imports: workflows stay light.
 
 export type StageName = 'sample' | 'score' | 'pairs' | 'train' | 'evaluate';
-export type QueueKind = 'cpu' | 'gpu';
+export type QueueKind = 'cpu' | 'gpu' | GpuClass;
+/** A resource-class queue: stages that need k > 1 GPUs on one machine, k rounded up to a power of two (gpu-x2, gpu-x8). */
+export type GpuClass = `gpu-x${number}`;
+
+/** Task queue names by kind; a plan names the classes its stages use. */
+export interface RunQueues {
+  control: string;
+  cpu: string;
+  gpu: string;
+  [cls: GpuClass]: string;
+}
 
 /** A file or folder handed from one stage to the next: by reference, never by content. */
 export interface InputRef {
@@ -73,7 +83,7 @@ export interface RunPlan {
   staticInputs: Partial<Record<'prompts' | 'guidance' | 'evalData' | 'policy', InputRef>>;
   /** evaluate against the iteration-0 policy's answers (the embedded default) instead of official baseline answers. */
   evaluateAgainstBasePolicy: boolean;
-  queues: { control: string; cpu: string; gpu: string };
+  queues: RunQueues;
 }
 
 /** Where an execution of the run's workflow starts; continue-as-new carries it to the next execution. */
@@ -201,4 +211,4 @@ export interface StageHeartbeat {
   attempt?: number;
 }
 
-export type StagePhase = 'hashing inputs' | 'checking manifest' | 'waiting for lease' | 'running' | 'verifying';
+export type StagePhase = 'hashing inputs' | 'checking manifest' | 'waiting for lease' | 'waiting for a GPU slot' | 'running' | 'verifying';

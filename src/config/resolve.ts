@@ -3,12 +3,29 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { canonicalJson } from '../../activities/manifests';
 import { ALL_STAGES } from '../../workflows/plan';
-import type { InputRef, QueueKind, RunPlan, StageActivityOptions, StageName } from '../../workflows/types';
+import type { InputRef, QueueKind, RunPlan, RunQueues, StageActivityOptions, StageName } from '../../workflows/types';
 import { projectRoot } from '../paths';
 import { runDirOf } from '../runStore';
+import { isGpuClass, queueNames, stageQueue } from '../queues';
 import type { ModelConfig, RunConfig } from './schema';
 
-export const STAGE_QUEUES: Record<StageName, QueueKind> = { sample: 'gpu', score: 'gpu', pairs: 'cpu', train: 'gpu', evaluate: 'gpu' };
+/** Each stage's queue kind unless queues.stages says otherwise. */
+export const STAGE_QUEUES: Record<StageName, 'cpu' | 'gpu'> = { sample: 'gpu', score: 'gpu', pairs: 'cpu', train: 'gpu', evaluate: 'gpu' };
+
+/** The queue kind each stage is planned on: queues.stages (or the default), with the GPU class of a k-GPU stage. */
+export function stageQueues(config: RunConfig): Record<StageName, QueueKind> {
+  // The config sections hold the keys stageGpus reads (num_processes, tensor_parallel_size, backend, launch).
+  const sections: Record<StageName, Record<string, unknown>> = { sample: config.sample, score: config.score, pairs: config.pairs, train: config.train, evaluate: config.evaluate };
+  return Object.fromEntries(ALL_STAGES.map((s) => [s, stageQueue(config.queues.stages[s] ?? STAGE_QUEUES[s], s, sections[s])])) as Record<StageName, QueueKind>;
+}
+
+/** The run's queue names: prefixed (or explicit in taskQueues), with the classes of the stages it runs. */
+export function runQueues(config: RunConfig, env: NodeJS.ProcessEnv = process.env): RunQueues {
+  const kinds = stageQueues(config);
+  const stages = ALL_STAGES.filter((s) => s !== 'evaluate' || config.evaluate.enabled);
+  const classes = [...new Set(stages.map((s) => kinds[s]).filter(isGpuClass))];
+  return queueNames({ prefix: config.queues.prefix, explicit: config.taskQueues, classes, env });
+}
 
 export const BUILTIN_GUIDANCE = path.join(projectRoot, 'configs', 'guidance');
 export const BUILTIN_EVAL_DATA = path.join(projectRoot, 'configs', 'eval');
@@ -156,6 +173,7 @@ export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
   if (models.policy.path) staticInputs.policy = { path: models.policy.path } satisfies InputRef;
 
   const stages = ALL_STAGES.filter((s) => s !== 'evaluate' || config.evaluate.enabled);
+  const kinds = stageQueues(config);
   return {
     runId: opts.runId,
     runDir: runDirOf(config.runsDir, opts.runId),
@@ -163,9 +181,9 @@ export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
     iterations: opts.iterations ?? config.iterations,
     configHash: configHash(config),
     stages,
-    stagePlans: Object.fromEntries(ALL_STAGES.map((s) => [s, { queue: STAGE_QUEUES[s], params: params[s], options: stageOptions(config, s), ...shardsOf[s] }])) as RunPlan['stagePlans'],
+    stagePlans: Object.fromEntries(ALL_STAGES.map((s) => [s, { queue: kinds[s], params: params[s], options: stageOptions(config, s), ...shardsOf[s] }])) as RunPlan['stagePlans'],
     staticInputs,
     evaluateAgainstBasePolicy: baseline === 'base_policy',
-    queues: config.taskQueues,
+    queues: runQueues(config),
   };
 }

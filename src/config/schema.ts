@@ -1,6 +1,7 @@
 // The one schema of a run config (YAML). Unknown keys are rejected everywhere, so a typo is an error, not a silent default.
 // Stage sections are passed to the Python stages as spec.params; their keys match what scripts/<stage>.py reads.
 import { z } from 'zod';
+import { MAX_CLASS_SIZE, stageGpus } from '../queues';
 
 const duration = z
   .string()
@@ -277,6 +278,7 @@ export const TimeoutsSchema = z
   })
   .prefault({});
 
+const queueKind = z.enum(['cpu', 'gpu']).optional();
 const queueName = z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, ".", "_" or "-"');
 
 export const ConfigSchema = z
@@ -299,11 +301,37 @@ export const ConfigSchema = z
     train: TrainSchema.prefault({}),
     evaluate: EvaluateSchema.prefault({}),
     taskQueues: z
-      .strictObject({ control: queueName.default('ratioloop-control'), cpu: queueName.default('ratioloop-cpu'), gpu: queueName.default('ratioloop-gpu') })
+      .strictObject({
+        control: queueName.optional().describe('full name of the control queue (workflow and bookkeeping); unset = <queues.prefix>-control'),
+        cpu: queueName.optional().describe('full name of the cpu queue; unset = <queues.prefix>-cpu'),
+        gpu: queueName.optional().describe('full name of the gpu queue; unset = <queues.prefix>-gpu. Resource classes are <gpu>-x2, -x4, …'),
+      })
+      .prefault({}),
+    queues: z
+      .strictObject({
+        prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9._-]{1,180}$/, 'letters, digits, ".", "_" or "-" (at most 180)')
+          .nullable()
+          .default(null)
+          .describe('queue name prefix (a project name, so its workers serve only its runs); null = $RATIOLOOP_QUEUE_PREFIX, else ratioloop-<user>'),
+        stages: z
+          .strictObject({ sample: queueKind, score: queueKind, pairs: queueKind, train: queueKind, evaluate: queueKind })
+          .prefault({})
+          .describe('the queue kind of each stage (unset: pairs cpu, the others gpu); a gpu stage needing k > 1 GPUs on one machine goes to the resource-class queue <gpu>-x<c> (c = k rounded up to a power of two)'),
+      })
       .prefault({}),
     timeouts: TimeoutsSchema,
   })
   .superRefine((c, ctx) => {
+    // A gpu stage takes its GPUs on one machine: more than the largest resource class is a machine nobody has.
+    const gpuStages = { sample: ['sample', 'num_processes'], score: ['score', 'num_processes'], train: ['train', 'launch', 'num_processes'] } as const;
+    for (const [stage, where] of Object.entries(gpuStages) as [keyof typeof gpuStages, readonly string[]][]) {
+      const k = stageGpus(stage, c[stage]);
+      if ((c.queues.stages[stage] ?? 'gpu') === 'gpu' && k > MAX_CLASS_SIZE) {
+        ctx.addIssue({ code: 'custom', path: [...where], message: `needs ${k} GPUs on one machine; at most ${MAX_CLASS_SIZE} (the largest resource class) are supported` });
+      }
+    }
     if (c.evaluate.enabled && !c.models.judge) {
       ctx.addIssue({ code: 'custom', path: ['models', 'judge'], message: 'required when evaluate.enabled is true (or set evaluate.enabled: false)' });
     }
