@@ -103,11 +103,14 @@ async function lostLease(lease: StageLease, outputDir: string): Promise<LeaseLos
 const leaseLost = (e: LeaseLostError): ApplicationFailure => ApplicationFailure.retryable(`${e.message}: this attempt stopped writing`, 'StageLeaseLost');
 
 export function createStageActivities(deps: StageDeps): StageActivities {
-  const timing: LeaseTiming = { ...defaultTiming(), ...(deps.lease?.ttlMs ? { ttlMs: deps.lease.ttlMs } : {}), ...(deps.lease?.skewMs !== undefined ? { skewMs: deps.lease.skewMs } : {}) };
-  const renewMs = deps.lease?.renewMs ?? Math.max(100, Math.floor(timing.ttlMs / 3));
+  const leaseTiming = (heartbeatTimeoutMs: number | undefined): { timing: LeaseTiming; renewMs: number } => {
+    const timing: LeaseTiming = { ...defaultTiming(heartbeatTimeoutMs), ...(deps.lease?.ttlMs ? { ttlMs: deps.lease.ttlMs } : {}), ...(deps.lease?.skewMs !== undefined ? { skewMs: deps.lease.skewMs } : {}) };
+    return { timing, renewMs: deps.lease?.renewMs ?? Math.max(100, Math.floor(timing.ttlMs / 3)) };
+  };
   return {
     async runStage(req: StageRequest): Promise<StageResult> {
       const ctx = Context.current();
+      const { timing, renewMs } = leaseTiming(ctx.info.heartbeatTimeoutMs);
       const started = Date.now();
       // Heartbeat from the first moment to the last, with the phase: hashing a 16 GB input or re-hashing outputs takes
       // longer than the heartbeat timeout, which runs from the attempt's start. The SDK throttles what reaches the server;

@@ -51,8 +51,14 @@ const envMs = (name: string, fallback: number): number => {
   return Number.isFinite(v) && v > 0 ? v * 1000 : fallback;
 };
 
-/** Defaults: stale 60 s after the last renewal, well inside the 2-minute heartbeat timeout a retry waits for. */
-export const defaultTiming = (): LeaseTiming => ({ ttlMs: envMs('RATIOLOOP_LEASE_TTL_S', 30_000), skewMs: envMs('RATIOLOOP_LEASE_SKEW_S', 30_000) });
+/**
+ * Defaults: ttl half the attempt's heartbeat timeout, within 5-30 s, so a dead worker's lease is stale about when
+ * Temporal retries its stage (after the heartbeat timeout) plus the 30 s skew margin at most.
+ */
+export const defaultTiming = (heartbeatTimeoutMs?: number): LeaseTiming => ({
+  ttlMs: envMs('RATIOLOOP_LEASE_TTL_S', heartbeatTimeoutMs ? Math.min(30_000, Math.max(5_000, heartbeatTimeoutMs / 2)) : 30_000),
+  skewMs: envMs('RATIOLOOP_LEASE_SKEW_S', 30_000),
+});
 
 export class LeaseHeldError extends Error {
   constructor(readonly holder: LeaseRecord, stageDir: string) {

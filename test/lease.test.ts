@@ -5,7 +5,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { acquireLease, currentLease, keepRenewed, LEASE_DIR, LeaseHeldError, LeaseLostError, newOwner, StageLease, tryAcquire, type LeaseTiming } from '../src/stageLease';
+import { acquireLease, currentLease, defaultTiming, keepRenewed, LEASE_DIR, LeaseHeldError, LeaseLostError, newOwner, StageLease, tryAcquire, type LeaseTiming } from '../src/stageLease';
 import { projectRoot, pythonPath } from '../src/paths';
 import { tmpDir } from './helpers';
 
@@ -59,6 +59,11 @@ describe('stage lease', () => {
     await b.release();
     const d = lease(await take(dir, c, 3));
     expect([d.generation, d.tookOver]).toEqual([3, undefined]);
+  });
+
+  it('the default ttl follows the heartbeat timeout (a dead worker\'s folder is free about when Temporal retries)', () => {
+    expect([defaultTiming(120_000).ttlMs, defaultTiming(20_000).ttlMs, defaultTiming(2_000).ttlMs, defaultTiming().ttlMs]).toEqual([30_000, 10_000, 5_000, 30_000]);
+    expect(defaultTiming().skewMs).toBe(30_000);
   });
 
   it('concurrent takers of a free folder and of a stale lease: exactly one wins each time', async () => {
