@@ -8,6 +8,7 @@ import { configJsonSchema } from './config/jsonSchema';
 import { preflight, PreflightError } from './config/preflight';
 import type { RunConfig } from './config/schema';
 import { cancelRun, controlRun, resumeRun, runStatus, startRun, UserError, type StartedRun } from './client/runs';
+import { describeReplan, replanRun, type Replan } from './client/replan';
 import { compareRuns, renderCompareTable } from './client/compare';
 import { writeHtmlReport } from './client/report';
 import { findRunningServer } from './devServer';
@@ -29,7 +30,7 @@ const USAGE = `ratioloop — on-policy preference tuning with the guided density
 
 Usage:
   ratioloop run CONFIG [--run-id ID] [--iterations K] [--detach] [--no-worker] [--no-preflight] [--cancel-on-interrupt]
-  ratioloop resume RUN_ID [--runs-dir DIR] [--iterations K] [--restart] [--verify] [--accept-input-changes] [--detach] [--no-worker] [--no-preflight] [--cancel-on-interrupt]
+  ratioloop resume RUN_ID [--config FILE] [--runs-dir DIR] [--iterations K] [--restart] [--verify] [--accept-input-changes] [--detach] [--no-worker] [--no-preflight] [--cancel-on-interrupt]
   ratioloop status RUN_ID [--runs-dir DIR] [--json]
   ratioloop list [--runs-dir DIR] [--json]
   ratioloop cancel RUN_ID [--runs-dir DIR] [--force]
@@ -57,6 +58,12 @@ the run instead. A second Ctrl-C exits at once. \`cancel\` waits until the cance
 control worker here if none serves the run); --force terminates without bookkeeping. \`resume --restart\` terminates a
 stuck open execution (e.g. one failing replay after an upgrade) and starts a new one: safe, because finished stages
 are proven by their manifests and skipped.
+
+\`resume RUN_ID --config FILE\` re-plans the run from an edited config (validated and pre-flighted like \`run\`; the
+run is looked for in --runs-dir, else the config's runsDir): stages whose spec changed run again, unchanged finished
+ones are skipped, and run.json records the change (old/new config hash, changed keys). The seed may not change (it
+is part of the run's identity: start a new run instead). A run that is still open needs --restart to take a new
+config. The run folder is \`<runsDir>/<RUN_ID>\` wherever that is now: a folder moved or mounted elsewhere resumes.
 
 Pinned inputs: \`run\` hashes the static inputs (prompts, guidance, eval data, model folders) once and records them in
 run.json; every stage attempt and every resume checks them, and a changed one fails clearly (exit 2 from resume).
@@ -120,9 +127,14 @@ async function follow(client: Client, started: StartedRun, runsDir: string): Pro
   const view = new ProgressView();
   const handle = client.workflow.getHandle(started.runId);
   let closed = false;
+  let terminated = false;
+  // A run terminated from elsewhere (`cancel --force`) was stopped on purpose, like a cancelled one: exit 3, not 1.
   const result = handle.result().then(
     () => EXIT.ok,
-    (e: unknown) => (e instanceof WorkflowFailedError && e.cause?.name === 'CancelledFailure' ? EXIT.cancelled : EXIT.failed),
+    (e: unknown) => {
+      terminated = e instanceof WorkflowFailedError && e.cause?.name === 'TerminatedFailure';
+      return e instanceof WorkflowFailedError && (e.cause?.name === 'CancelledFailure' || terminated) ? EXIT.cancelled : EXIT.failed;
+    },
   );
   void result.finally(() => (closed = true));
   while (!closed) {
@@ -143,9 +155,9 @@ async function follow(client: Client, started: StartedRun, runsDir: string): Pro
     await writeHtmlReport(cmp, report, runsDir);
     process.stdout.write(`\nreport: ${report}\nrun folder: ${started.runDir}\n`);
   } else {
-    const lines = code === EXIT.cancelled ? [`run ${started.runId} was cancelled`] : await failureLines(final, started.runDir, sdkLog);
+    const lines = code === EXIT.cancelled ? [`run ${started.runId} was ${terminated ? 'terminated (cancel --force)' : 'cancelled'}`] : await failureLines(final, started.runDir, sdkLog);
     process.stderr.write(`\n${lines.join('\n')}\n`);
-    process.stderr.write(`fix the cause, then: ratioloop resume ${started.runId}\n`);
+    process.stderr.write(code === EXIT.cancelled ? `\`ratioloop resume ${started.runId}\` continues it (finished stages are kept)\n` : `fix the cause, then: ratioloop resume ${started.runId}\n`);
   }
   return code;
 }
@@ -165,6 +177,7 @@ interface RunFlags {
   'no-preflight'?: boolean;
   restart?: boolean;
   'cancel-on-interrupt'?: boolean;
+  config?: string;
   verify?: boolean;
   'accept-input-changes'?: boolean;
 }
@@ -196,13 +209,26 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
   } else {
     runId = validateRunId(need(positionals, 1, 'RUN_ID')[0]!);
   }
-  // In-process workers serve the queues the run was planned with (a resumed run keeps its recorded plan).
+  // resume --config: the edited config is checked like run's, and names where the run lives unless --runs-dir does.
+  const edited = kind === 'resume' && values.config !== undefined ? await loadConfig(values.config) : undefined;
+  if (edited && values.config) {
+    await preflightOrThrow(edited, values.config, values['no-preflight']);
+    runsDir = values['runs-dir'] ?? edited.runsDir;
+  }
   const recorded = config ? undefined : await readRun(runDirOf(runsDir, runId)).catch(() => undefined);
-  // A resumed run re-checks its recorded config: a path removed since it started is a usage error, not a retried stage.
-  // (A record whose config no longer passes today's schema is resumed from its plan, unchecked.)
-  const recordedConfig = recorded?.configPath ? validateConfig(recorded.config).config : undefined;
-  if (recorded?.configPath && recordedConfig) await preflightOrThrow(recordedConfig, recorded.configPath, values['no-preflight']);
-  const queues = config ? runQueues(config) : recorded?.plan.queues;
+  let replan: Replan | undefined;
+  if (edited && values.config) {
+    if (!recorded) throw new UserError(`no run ${runId} in ${path.resolve(runsDir)} (use --runs-dir if it lives elsewhere)`);
+    // Before any server: an edit that cannot apply (a new seed) is refused with nothing changed.
+    replan = replanRun(recorded, edited, { configPath: values.config, runDir: runDirOf(runsDir, runId), ...(iterations ? { iterations } : {}) });
+  } else {
+    // A resumed run re-checks its recorded config: a path removed since it started is a usage error, not a retried stage.
+    // (A record whose config no longer passes today's schema is resumed from its plan, unchecked.)
+    const recordedConfig = recorded?.configPath ? validateConfig(recorded.config).config : undefined;
+    if (recorded?.configPath && recordedConfig) await preflightOrThrow(recordedConfig, recorded.configPath, values['no-preflight']);
+  }
+  // In-process workers serve the queues the run is planned with (the recorded plan's, or the re-plan's).
+  const queues = config ? runQueues(config) : (replan?.plan.queues ?? recorded?.plan.queues);
   return withTemporal(async (client, target) => {
     if (detach && target.started) {
       throw new UserError('--detach needs a Temporal server and workers that outlive this command: start `ratioloop server` and `ratioloop worker` (or set TEMPORAL_ADDRESS), then run again');
@@ -240,8 +266,9 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
       const started =
         kind === 'run' && config
           ? await startRun(client, config, { configPath: positionals[0]!, runId, ...(iterations ? { iterations } : {}), ...attrs })
-          : await resumeRun(client, runsDir, runId, iterations, { ...attrs, ...(values.restart ? { restart: true } : {}),
+          : await resumeRun(client, runsDir, runId, iterations, { ...attrs, ...(values.restart ? { restart: true } : {}), ...(replan ? { replan } : {}),
             pins: { ...(values.verify ? { verify: true } : {}), ...(values['accept-input-changes'] ? { accept: true } : {}) } });
+      if (replan && !started.attached) process.stdout.write(describeReplan(replan) + '\n');
       process.stdout.write(`${kind === 'run' ? 'started' : started.attached ? 'attached to the running' : started.restarted ? 'terminated the open execution of and restarted' : 'resumed'} run ${started.runId} (${started.plan.iterations} iteration${started.plan.iterations > 1 ? 's' : ''}) → ${started.runDir}\n`);
       if (detach) return EXIT.ok;
       return await follow(client, started, runsDir);

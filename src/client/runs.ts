@@ -13,13 +13,14 @@ import {
 import { ALL_STAGES } from '../../workflows/plan';
 import type { RunControl, RunPlan, StageHeartbeat, StageName } from '../../workflows/types';
 import { projectRoot } from '../paths';
-import { readRun, runDirOf, updateRun, writeJsonAtomic, type RunRecord } from '../runStore';
+import { locatePlan, readRun, runDirOf, updateRun, writeJsonAtomic, type RunRecord } from '../runStore';
 import { configHash, resolvePlan } from '../config/resolve';
 import { log } from '../log';
 import { isUnregisteredAttributeError, warnNoAttributes } from '../temporal';
-import { InputChangedError, pinRunInputs, type RunPinOptions } from '../inputPins';
 import type { RunConfig } from '../config/schema';
 import { withProgressFiles } from './liveProgress';
+import type { Replan } from './replan';
+import { InputChangedError, pinRunInputs, type RunPinOptions } from '../inputPins';
 
 export class UserError extends Error {}
 
@@ -109,10 +110,6 @@ export async function startRun(client: Client, config: RunConfig, opts: { config
   return { runId: plan.runId, runDir: plan.runDir, plan };
 }
 
-/**
- * Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. A run that is
- * still open (e.g. left behind by Ctrl-C with nobody serving it) is attached to instead: the caller's workers serve it.
- */
 export interface ResumeOptions extends StartOptions {
   /**
    * Terminate a still-open execution and start a new one: the way out of an execution that is stuck (a workflow task
@@ -120,6 +117,8 @@ export interface ResumeOptions extends StartOptions {
    * their manifests and skipped by the new execution; the running stage runs again from its checkpoint.
    */
   restart?: boolean;
+  /** Re-plan from an edited config (src/client/replan.ts): recorded in run.json before the new execution starts. */
+  replan?: Replan;
   /** Static inputs are re-checked against their pins (src/inputPins.ts): verify reads every byte, accept re-pins. */
   pins?: Omit<RunPinOptions, 'onSlow' | 'onUnseen'>;
 }
@@ -139,7 +138,8 @@ async function pinOrThrow(plan: RunPlan, existing: RunRecord['inputs'], opts: Om
 }
 
 /**
- * Start the run's workflow again from its recorded plan: finished stages are skipped by their manifests. A run that is
+ * Start the run's workflow again from its recorded plan, or from opts.replan's: finished stages are skipped by their
+ * manifests. The run folder is where run.json was found (`<runsDir>/<runId>`), not where it last ran. A run that is
  * still open (e.g. left behind by Ctrl-C with nobody serving it) is attached to instead: the caller's workers serve it;
  * with restart, it is terminated and started anew.
  */
@@ -158,6 +158,8 @@ export async function resumeRun(client: Client, runsDir: string, runId: string, 
         restarted = true;
       } else {
         if (iterations) throw new UserError(`run ${runId} is running: change its iteration count with \`ratioloop set-iterations ${runId} ${iterations}\``);
+        // The open execution keeps the plan it started with: an edited config cannot reach it.
+        if (opts.replan) throw new UserError(`run ${runId} is running: a new config applies from a new execution. \`ratioloop resume ${runId} --config FILE --restart\` replaces it (finished stages are kept), or \`ratioloop cancel ${runId}\` first`);
         return { runId, runDir, plan: rec.plan, attached: true };
       }
     }
@@ -165,12 +167,21 @@ export async function resumeRun(client: Client, runsDir: string, runId: string, 
     if (e instanceof UserError) throw e;
     if (!(e instanceof WorkflowNotFoundError)) throw e;
   }
-  const plan: RunPlan = { ...rec.plan, ...(iterations ? { iterations } : {}) };
+  const plan: RunPlan = opts.replan?.plan ?? { ...locatePlan(rec.plan, runDir), ...(iterations ? { iterations } : {}) };
+  const replan = opts.replan;
   const inputs = await pinOrThrow(plan, rec.inputs, opts.pins ?? {});
   await updateRun(runDir, (r) => {
     r.inputs = inputs;
     // Control requests belonged to the closed execution chain (a resumed run starts unpaused, with no skips).
     delete r.control;
+    if (r.plan.runDir !== plan.runDir) r.relocations = [...(r.relocations ?? []), { from: r.plan.runDir, to: plan.runDir, at: new Date().toISOString() }];
+    r.plan = plan;
+    if (replan) {
+      r.config = replan.config;
+      r.configHash = replan.plan.configHash;
+      r.configPath = replan.configPath;
+      if (replan.change) r.replans = [...(r.replans ?? []), replan.change];
+    }
   });
   await startWorkflow(client, plan, opts.searchAttributes);
   return { runId, runDir, plan, ...(restarted ? { restarted } : {}) };
