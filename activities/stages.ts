@@ -7,7 +7,8 @@ import type { StageActivities } from './types';
 import type { InputRef, StagePhase, StageRequest, StageResult } from '../workflows/types';
 import { hashPath, manifestProblem, outputsByName, readManifest, specHash } from './manifests';
 import type { HashOptions } from '../src/contentHash';
-import { HashCache } from '../src/hashCache';
+import { HASH_CACHE_FILE, HashCache } from '../src/hashCache';
+import { checkPinnedInputs } from './pinnedInputs';
 import { PythonStageError, runPythonStage, StageStalledError, stagePython } from './pythonStage';
 import { StageProgress } from './stageProgress';
 import { stageEnvironment } from './stageEnv';
@@ -46,10 +47,16 @@ const SCRIPT: Record<StageRequest['stage'], string> = {
 
 // One cache per run folder, shared by the stages this worker runs (kept in memory, saved after each hashing phase).
 const caches = new Map<string, Promise<HashCache>>();
-function hashCacheFor(runDir: string): Promise<HashCache> {
-  const file = path.join(runDir, '.hash-cache.json');
-  let c = caches.get(file);
-  if (!c) caches.set(file, (c = new HashCache(file).load()));
+async function hashCacheFor(runDir: string): Promise<HashCache> {
+  const file = path.join(runDir, HASH_CACHE_FILE);
+  const known = caches.get(file);
+  if (!known) {
+    const c = new HashCache(file).load();
+    caches.set(file, c);
+    return c;
+  }
+  const c = await known;
+  await c.refresh(); // other workers' entries, or a reset by `resume --verify` (then everything is hashed afresh)
   return c;
 }
 
@@ -145,6 +152,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       async function runAttempt(): Promise<StageResult> {
         const outputDir = stageOutputDir(req); // a shard's own folder inside the stage's
         const inputs = await resolveInputs(req.inputs, hashing, req);
+        await checkPinnedInputs(req, inputs, hashing); // static inputs and model folders against run.json's pins
         const spec = { stage: req.stage, runId: req.runId, iteration: req.iteration, seed: req.seed, params: specParams(req), inputs, outputDir };
         const hash = specHash(spec);
 
