@@ -251,7 +251,7 @@ const StageTimeoutSchema = z.strictObject({
   initialInterval: duration.optional(),
   backoffCoefficient: z.number().min(1).optional(),
   scheduleToClose: scheduleToClose.optional(),
-  maximumInterval: duration.optional(),
+  maximumInterval: duration.describe('the longest wait between two attempts').optional(),
   maxFailures: maxFailures.optional(),
 });
 
