@@ -286,10 +286,11 @@ class Evaluation:
             def factory() -> AnswerModel:
                 if "m" not in holder:
                     self.stage.log(f"loading the {who} model for answers")
-                    holder["m"] = AnswerModel(spec, backend=p["backend"], seed=self.stage.seed,
-                                              max_new_tokens=current["limit"], top_p=p["top_p"],
-                                              work_tokens=sum(len(it["turns"]) * int(gen_limit(p, b) or 2048)
-                                                              for b, its in job_list for it in its))
+                    with self.stage.phase(f"loading the {who} model for answers"):  # alive lines (stall watchdog)
+                        holder["m"] = AnswerModel(spec, backend=p["backend"], seed=self.stage.seed,
+                                                  max_new_tokens=current["limit"], top_p=p["top_p"],
+                                                  work_tokens=sum(len(it["turns"]) * int(gen_limit(p, b) or 2048)
+                                                                  for b, its in job_list for it in its))
                     self.backend_choices[who] = holder["m"].choice.manifest()
                     self.stage.log(f"{who} answers backend: {holder['m'].backend} ({holder['m'].choice.reason})")
                 holder["m"].max_new_tokens = current["limit"]  # one model, each benchmark's own limit
@@ -345,7 +346,8 @@ class Evaluation:
             return ApiJudge(spec["endpoint"], concurrency=j["concurrency"], max_retries=j["max_retries"],
                             backoff_s=j["backoff_s"], timeout_s=j["timeout_s"], cache=cache)
         self.stage.log("loading the local judge")
-        return LocalJudge(spec, cache=cache)
+        with self.stage.phase("loading the local judge"):  # alive lines while it loads (stall watchdog)
+            return LocalJudge(spec, cache=cache)
 
     def _comparable(self, bench: str, judge: Judge, official_data: bool, extra: list[str]) -> dict[str, Any]:
         """Whether the official judge, prompts, data and limits were used (then the number may be set beside the

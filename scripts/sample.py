@@ -252,13 +252,15 @@ def main(stage: Stage) -> None:
                 todo = [pid for pid in batch if pid not in have]
                 if todo:
                     if backend is None:
-                        if backend_name == "vllm":
-                            backend = VllmBackend(spec, tok, prm, stage.seed, world_size)
-                        else:
-                            device = pick_device(spec)
-                            if device == "cuda" and world_size > 1:
-                                device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-                            backend = HFBackend(spec, tok, prm, device)
+                        with stage.phase("loading the policy model"):  # alive lines while it loads (stall watchdog)
+                            if backend_name == "vllm":
+                                backend = VllmBackend(spec, tok, prm, stage.seed, world_size)
+                            else:
+                                device = pick_device(spec)
+                                if device == "cuda" and world_size > 1:
+                                    device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+                                backend = HFBackend(spec, tok, prm, device)
+                        stage.progress(done, total, "responses")
                     t0 = time.perf_counter()
                     # The whole batch is regenerated even if a torn write kept part of it: its draw depends on it.
                     results = backend.generate([rendered[pid].ids for pid in batch], batch, s)

@@ -345,7 +345,8 @@ def main(stage: Stage) -> None:
 
     def get_models():
         if not models:
-            models.update(load_models(stage, p, rank))
+            with stage.phase("loading the scoring models"):  # alive lines while they load (stall watchdog)
+                models.update(load_models(stage, p, rank))
         return models
 
     routing = Routing(stage, p, partial, get_models)

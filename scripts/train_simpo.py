@@ -438,7 +438,8 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
     save_steps = p["save_steps"] or default_save_steps(len(train_rows), p, world_size)
     report_env(p, stage.output_dir)
     args = training_args(p, L, ckpt_root, save_steps, run_name=f"{stage.spec.get('runId')}/iter-{stage.iteration}")
-    model = load_policy(mspec, train_dtype(p, L))
+    with stage.phase("loading the policy model"):  # alive lines while it loads (stall watchdog)
+        model = load_policy(mspec, train_dtype(p, L))
 
     appender = None
     resume = latest_checkpoint(ckpt_root)
@@ -468,7 +469,8 @@ def _train(stage: Stage, p: dict[str, Any]) -> None:
 
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     eval_metrics = trainer.evaluate() if test_rows else {}
-    save_final_model(stage, trainer, tok, partial, is_main)
+    with stage.phase("saving the trained model"):
+        save_final_model(stage, trainer, tok, partial, is_main)
     if not is_main:
         return
     appender.close()
