@@ -67,7 +67,7 @@ export interface WorkerSetOptions {
   queues?: Partial<RunQueues>;
   /** Prefix for names `queues` does not give (default: $RATIOLOOP_QUEUE_PREFIX, else ratioloop-<user>). */
   queuePrefix?: string;
-  /** Resource classes the gpu role serves; default: the ones `queues` names, else every class the slots can hold. */
+  /** Resource classes the gpu role serves; default: the ones `queues` names (none if it names none), else every class the slots can hold. */
   gpuClasses?: readonly GpuClass[];
   /** GPU slots (--gpus / --gpu-slots): one stage per device, pinned. Unset: the whole machine, gpuConcurrency at a time. */
   gpuSlots?: GpuSlotPool;
@@ -95,7 +95,8 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
   installRuntime();
   const connection = await connectWorker(opts.settings);
   const named = opts.queues ?? {};
-  const wanted = opts.gpuClasses ?? (classesOf(named).length ? classesOf(named) : opts.gpuSlots ? classesUpTo(opts.gpuSlots.size) : WHOLE_MACHINE_CLASSES);
+  // Given queues (a plan's) name the classes the run uses, none when it needs none; a bare worker serves what it can hold.
+  const wanted = opts.gpuClasses ?? (opts.queues ? classesOf(named) : opts.gpuSlots ? classesUpTo(opts.gpuSlots.size) : WHOLE_MACHINE_CLASSES);
   const queues: RunQueues = queueNames({ prefix: opts.queuePrefix, explicit: named, classes: wanted });
   for (const c of classesOf(named)) queues[c] = named[c]!; // a plan's class names as recorded
   // A whole-machine worker takes any class (it runs one stage at a time, seeing every device); slots hold at most their count.

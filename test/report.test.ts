@@ -47,7 +47,6 @@ describe('report data from a run folder', () => {
     expect(Object.values(it1!.margins).map((v) => v.length)).toEqual([4, 4, 4]);
     expect(it1!.routeHow).toEqual({ label: 12 });
     expect(it1!.pairsTotal).toBe(12);
-    expect(it1!.tokens).toEqual({ chosen: 20, rejected: 8 });
     expect(it1!.samples.map((s) => s.domain).slice(0, 3)).toEqual(['CHAT', 'REASONING', 'SAFETY']); // in turn per domain
     expect(it1!.samples.filter((s) => s.split === 'test')).toHaveLength(3);
     expect(it1!.steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6]);

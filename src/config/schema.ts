@@ -302,9 +302,9 @@ export const ConfigSchema = z
     evaluate: EvaluateSchema.prefault({}),
     taskQueues: z
       .strictObject({
-        control: queueName.optional().describe('full name of the control queue (workflow and bookkeeping); unset = <queues.prefix>-control'),
-        cpu: queueName.optional().describe('full name of the cpu queue; unset = <queues.prefix>-cpu'),
-        gpu: queueName.optional().describe('full name of the gpu queue; unset = <queues.prefix>-gpu. Resource classes are <gpu>-x2, -x4, …'),
+        control: queueName.optional().describe('full name of the control queue (workflow and bookkeeping); unset = PREFIX-control (PREFIX: queues.prefix)'),
+        cpu: queueName.optional().describe('full name of the cpu queue; unset = PREFIX-cpu'),
+        gpu: queueName.optional().describe('full name of the gpu queue; unset = PREFIX-gpu. Resource-class queues add -x2, -x4, … to this name'),
       })
       .prefault({}),
     queues: z
@@ -314,11 +314,11 @@ export const ConfigSchema = z
           .regex(/^[A-Za-z0-9._-]{1,180}$/, 'letters, digits, ".", "_" or "-" (at most 180)')
           .nullable()
           .default(null)
-          .describe('queue name prefix (a project name, so its workers serve only its runs); null = $RATIOLOOP_QUEUE_PREFIX, else ratioloop-<user>'),
+          .describe('queue name prefix (a project name, so its workers serve only its runs); null = $RATIOLOOP_QUEUE_PREFIX, else ratioloop-USER (the login name)'),
         stages: z
           .strictObject({ sample: queueKind, score: queueKind, pairs: queueKind, train: queueKind, evaluate: queueKind })
           .prefault({})
-          .describe('the queue kind of each stage (unset: pairs cpu, the others gpu); a gpu stage needing k > 1 GPUs on one machine goes to the resource-class queue <gpu>-x<c> (c = k rounded up to a power of two)'),
+          .describe('the queue kind of each stage (unset: pairs cpu, the others gpu); a gpu stage needing k > 1 GPUs on one machine goes to the resource-class queue GPU-xC (the gpu queue\'s name, C = k rounded up to a power of two), polled by workers with at least C GPU slots'),
       })
       .prefault({}),
     timeouts: TimeoutsSchema,

@@ -30,8 +30,6 @@ export interface IterationDetail {
   margins: Record<string, number[]>;
   chosenChars: number[];
   rejectedChars: number[];
-  /** Mean response tokens of the kept pairs' chosen and rejected sides (pairs stage metrics). */
-  tokens?: { chosen: number; rejected: number };
   /** How the score stage routed prompts (label, llm, endpoint, cache, …) → prompt count. */
   routeHow: Record<string, number>;
   steps: TrainStep[];
@@ -94,8 +92,6 @@ async function scoreDetail(runDir: string, k: number, d: IterationDetail, notes:
 async function pairsDetail(runDir: string, k: number, d: IterationDetail, notes: string[]): Promise<boolean> {
   const f = await stageFiles(runDir, k, 'pairs');
   if (!f) return false;
-  const ct = num(f.metrics.chosen_tokens_mean), rt = num(f.metrics.rejected_tokens_mean);
-  if (ct !== undefined && rt !== undefined) d.tokens = { chosen: ct, rejected: rt };
   const byDomain: Record<string, PairSample[]> = {};
   for (const [name, split] of [['pairs', 'train'], ['pairs_test', 'test']] as const) {
     readNote(notes, `iteration ${k}: pairs ${name}`, await eachJsonl(f.outputs[name], (row) => {

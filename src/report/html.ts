@@ -14,7 +14,7 @@ function scaleOf(key: string): { fixed?: [number, number]; label: string } {
   return { label: `${key} (axis from 0)` };
 }
 
-const EVAL_KEY = /\.(score|win_rate|lc_win_rate)$/; // the table's columns (per-category scores have bar charts)
+const EVAL_KEY = /\.(score|win_rate|lc_win_rate|turn\d+)$/;
 
 function seriesName(cmp: Comparison, runId: string, k: number): string {
   return cmp.runs.length === 1 ? `iteration ${k}` : `${runId} it${k}`;
@@ -84,9 +84,9 @@ function distributionSection(cmp: Comparison, details: RunDetail[]): string {
   const mean = (v: number[]) => (v.length ? (v.reduce((a, b) => a + b, 0) / v.length).toFixed(0) : '–');
   const lrows = its.filter((x) => x.d.chosenChars.length).map((x) => {
     const longer = x.d.chosenChars.filter((c, i) => c > x.d.rejectedChars[i]!).length;
-    return [x.name, String(x.d.chosenChars.length), mean(x.d.chosenChars), mean(x.d.rejectedChars), x.d.tokens?.chosen.toFixed(1) ?? '–', x.d.tokens?.rejected.toFixed(1) ?? '–', `${((100 * longer) / x.d.chosenChars.length).toFixed(0)} %`];
+    return [x.name, String(x.d.chosenChars.length), mean(x.d.chosenChars), mean(x.d.rejectedChars), `${((100 * longer) / x.d.chosenChars.length).toFixed(0)} %`];
   });
-  const ltable = lrows.length ? table(['iteration', 'pairs', 'chosen chars (mean)', 'rejected chars (mean)', 'chosen tokens (mean)', 'rejected tokens (mean)', 'chosen longer (chars)'], lrows) : '';
+  const ltable = lrows.length ? table(['iteration', 'pairs', 'chosen chars (mean)', 'rejected chars (mean)', 'chosen longer'], lrows) : '';
   return `<section id="rewards"><h2>Rewards, margins and lengths</h2><div class="charts">${rewards}${margins}${lengths}</div>${ltable}</section>`;
 }
 
