@@ -2,20 +2,17 @@
 // the faults a run must survive. Slow by nature (each stage starts Python + torch), so each test runs one iteration.
 import { cp, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, Connection } from '@temporalio/client';
 import { stringify } from 'yaml';
 import { startDevServer, freePort } from '../src/devServer';
 import { projectRoot, pythonPath } from '../src/paths';
 import type { RunRecord } from '../src/runStore';
-import type { alignmentRun } from '../workflows/alignmentRun';
 import { tmpDir, uniqueQueues } from './helpers';
+import { cli, exists, killChildren, result, waitFor, worker } from './processes';
 import { inject } from 'vitest';
 
-const bin = path.join(projectRoot, 'bin/ratioloop.js');
 let models: string;
-const children: ResultPromise[] = [];
 
 const PROMPTS = [
   { id: 'c1', domain: 'CHAT', messages: [{ role: 'user', content: 'Write one sentence about the sea.' }] },
@@ -33,10 +30,7 @@ beforeAll(async () => {
   }
 });
 
-afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  await Promise.allSettled(children);
-});
+afterAll(killChildren);
 
 async function writeSetup(dir: string, extra: { evalData?: string } = {}): Promise<{ config: string; queues: ReturnType<typeof uniqueQueues> }> {
   await writeFile(path.join(dir, 'prompts.jsonl'), PROMPTS.map((p) => JSON.stringify(p)).join('\n') + '\n');
@@ -62,38 +56,8 @@ async function writeSetup(dir: string, extra: { evalData?: string } = {}): Promi
   return { config, queues };
 }
 
-const cliEnv = (address: string, extra: Record<string, string> = {}) => ({ ...process.env, TEMPORAL_ADDRESS: address, CI: '1', ...extra });
-
-function worker(address: string, queues: string, config: string, env: Record<string, string> = {}): ResultPromise {
-  const c = execa('node', [bin, 'worker', '--queues', queues, '--config', config], { cwd: projectRoot, env: cliEnv(address, env), reject: false, stdio: ['ignore', 'ignore', 'pipe'] });
-  children.push(c);
-  return c;
-}
-
-async function cli(address: string, ...args: string[]) {
-  return execa('node', [bin, ...args], { cwd: projectRoot, env: cliEnv(address), reject: false });
-}
-
-async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 180_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await pred()) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-const exists = (p: string) => stat(p).then(() => true, () => false);
 const mtime = async (p: string) => (await stat(p)).mtimeMs;
 const record = async (runDir: string) => JSON.parse(await readFile(path.join(runDir, 'run.json'), 'utf8')) as RunRecord;
-
-async function result(address: string, runId: string) {
-  const connection = await Connection.connect({ address });
-  try {
-    return await new Client({ connection }).workflow.getHandle<typeof alignmentRun>(runId).result();
-  } finally {
-    await connection.close();
-  }
-}
 
 describe('end to end (real stages, tiny models)', () => {
   it('two workers, one run: cpu stages on one worker process, gpu stages on the other', async () => {
