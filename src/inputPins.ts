@@ -137,7 +137,7 @@ export function pinOf(pins: InputPins, p: string, prefer?: string): { name: stri
 }
 
 export interface RunPinOptions {
-  /** `resume --verify`: read every byte (the run's hash cache is reset, so the stages re-hash everything too). */
+  /** `resume --verify`: reset the run's hash cache first, so this and the stages read every byte (each file once). */
   verify?: boolean;
   /** `resume --accept-input-changes`. */
   accept?: boolean;
@@ -150,10 +150,11 @@ export interface RunPinOptions {
 export async function pinRunInputs(plan: RunPlan, existing: InputPins | undefined, opts: RunPinOptions = {}): Promise<InputPins> {
   const file = path.join(plan.runDir, HASH_CACHE_FILE);
   if (opts.verify) await HashCache.reset(file);
-  const cache = opts.verify ? undefined : await new HashCache(file).load();
-  const { pins, changes, unseen } = await pinInputs(plan, existing, { ...(cache ? { cache } : {}), ...(opts.accept ? { accept: true } : {}), ...(opts.onSlow ? { onSlow: opts.onSlow } : {}) });
+  // After a reset the cache is empty: every byte is read here, once, and the stages reuse what this pass hashed.
+  const cache = await new HashCache(file).load();
+  const { pins, changes, unseen } = await pinInputs(plan, existing, { cache, ...(opts.accept ? { accept: true } : {}), ...(opts.onSlow ? { onSlow: opts.onSlow } : {}) });
   if (unseen.length) opts.onUnseen?.(unseen);
-  await cache?.save().catch(() => undefined); // only a cache
+  await cache.save().catch(() => undefined); // only a cache
   if (changes.length && !opts.accept) throw new InputChangedError(changes, plan.runId);
   return pins;
 }
