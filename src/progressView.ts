@@ -22,12 +22,14 @@ export function liveText(h: StageHeartbeat, now = Date.now()): string {
     const since = (doing === h.step ? h.stepStartedAtMs : undefined) ?? h.phaseStartedAtMs ?? h.startedAtMs;
     return `${doing ?? 'starting'}… (${fmtDur(now - since)}${quiet})`;
   }
-  // The activity measures the rate from the count's first line; older workers do not, so count from the phase start.
-  const rate = h.rate ?? h.done / (Math.max(1, h.updatedAtMs - (h.phaseStartedAtMs ?? h.startedAtMs)) / 1000);
-  const left = rate > 0 ? Math.max(0, ((h.total - h.done) / rate) * 1000 - (h.rate !== undefined ? Math.max(0, now - h.updatedAtMs) : 0)) : NaN;
+  // The activity measures the rate from the count's first line (none until a second one: a single line says nothing
+  // of speed); older workers (no attempt field) do not, so count from the phase start.
+  const rate = h.rate ?? (h.attempt !== undefined ? undefined : h.done / (Math.max(1, h.updatedAtMs - (h.phaseStartedAtMs ?? h.startedAtMs)) / 1000));
+  const left = rate && rate > 0 ? Math.max(0, ((h.total - h.done) / rate) * 1000 - (h.rate !== undefined ? Math.max(0, now - h.updatedAtMs) : 0)) : NaN;
   const pct = ((100 * h.done) / h.total).toFixed(0);
+  const speed = rate !== undefined ? ` ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s` : '';
   const eta = h.done >= h.total ? '' : Number.isFinite(left) ? ` ETA ${fmtDur(left)}` : '';
-  return `${doing ? `${doing}: ` : ''}${h.done}/${h.total} ${h.unit} (${pct}%) ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s${eta}${quiet ? ` (${quiet.slice(2)})` : ''}`;
+  return `${doing ? `${doing}: ` : ''}${h.done}/${h.total} ${h.unit} (${pct}%)${speed}${eta}${quiet ? ` (${quiet.slice(2)})` : ''}`;
 }
 
 /** One stage's line in the status table, with what counts as a change for plain output (no clocks, no rates). */

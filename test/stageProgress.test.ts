@@ -28,6 +28,7 @@ describe('stage progress', () => {
     expect(beats).toHaveLength(3); // alive changes nothing shown
     expect(liveText(p.current, now)).toBe('loading the policy model… (1m00s)');
     p.event({ type: 'progress', done: 0, total: 100, unit: 'responses' });
+    expect(liveText(p.current, now)).toBe('loading the policy model: 0/100 responses (0%)'); // no speed from one line
     now += 10_000;
     p.event({ type: 'progress', done: 20, total: 100, unit: 'responses' });
     expect(p.current.rate).toBeCloseTo(2);
