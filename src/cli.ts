@@ -22,6 +22,9 @@ import { sdkFileLogger, sdkLogPath } from './sdkLog';
 import { runRewardEval } from './client/rewardEval';
 import { stateDir } from './paths';
 import { writeWorkflowBundle } from './workflowBundle';
+import { slotPoolFromFlags, SlotError } from './gpuSlots';
+import { checkQueuePrefix, classSize, QueueNameError } from './queues';
+import { runQueues } from './config/resolve';
 
 const USAGE = `ratioloop — on-policy preference tuning with the guided density-ratio reward
 
@@ -35,7 +38,7 @@ Usage:
   ratioloop set-iterations RUN_ID K
   ratioloop skip-stage RUN_ID ITER STAGE
   ratioloop compare RUN_ID... [--runs-dir DIR] [--json] [--html FILE]
-  ratioloop worker [--queues control,cpu,gpu] [--config CONFIG] [--bundle FILE]
+  ratioloop worker [--queues control,cpu,gpu] [--config CONFIG] [--gpus 0,1,… | --gpu-slots N] [--queue-prefix P] [--bundle FILE]
   ratioloop bundle [--out FILE]
   ratioloop server [--port P] [--ui-port P] | ratioloop server stop
   ratioloop validate CONFIG [--no-preflight]
@@ -225,7 +228,7 @@ async function runOrResume(kind: 'run' | 'resume', positionals: string[], values
     if (recorded?.configPath && recordedConfig) await preflightOrThrow(recordedConfig, recorded.configPath, values['no-preflight']);
   }
   // In-process workers serve the queues the run is planned with (the recorded plan's, or the re-plan's).
-  const queues = config ? config.taskQueues : (replan?.plan.queues ?? recorded?.plan.queues);
+  const queues = config ? runQueues(config) : (replan?.plan.queues ?? recorded?.plan.queues);
   return withTemporal(async (client, target) => {
     if (detach && target.started) {
       throw new UserError('--detach needs a Temporal server and workers that outlive this command: start `ratioloop server` and `ratioloop worker` (or set TEMPORAL_ADDRESS), then run again');
@@ -297,6 +300,9 @@ async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       html: { type: 'string' },
       queues: { type: 'string' },
+      gpus: { type: 'string' },
+      'gpu-slots': { type: 'string' },
+      'queue-prefix': { type: 'string' },
       config: { type: 'string' },
       pairs: { type: 'string' },
       limit: { type: 'string' },
@@ -400,8 +406,18 @@ async function main(argv: string[]): Promise<number> {
       const target = await resolveTemporal(await settingsFromEnv(), { startIfNone: false });
       if (!target) throw new UserError(`no Temporal server is running for ${stateDir}: start one with \`ratioloop server\` (or start the run first, or set TEMPORAL_ADDRESS)`);
       logSdkToFile('worker');
-      const ws = await startWorkers({ settings: target.settings, roles: roles as QueueRole[], ...(config ? { queues: config.taskQueues } : {}), ...(values.bundle ? { bundleFile: String(values.bundle) } : {}) });
-      log.info({ address: target.settings.address, roles, ...(ws.buildId ? { buildId: ws.buildId } : {}) }, 'worker running (Ctrl-C to stop)');
+      const gpuSlots = slotPoolFromFlags({ ...(values.gpus !== undefined ? { gpus: String(values.gpus) } : {}), ...(values['gpu-slots'] !== undefined ? { gpuSlots: String(values['gpu-slots']) } : {}) });
+      const queuePrefix = values['queue-prefix'] !== undefined ? checkQueuePrefix(String(values['queue-prefix']), '--queue-prefix') : undefined;
+      const ws = await startWorkers({
+        settings: target.settings,
+        roles: roles as QueueRole[],
+        ...(config ? { queues: runQueues(config) } : {}),
+        ...(queuePrefix ? { queuePrefix } : {}),
+        ...(gpuSlots ? { gpuSlots } : {}),
+        ...(values.bundle ? { bundleFile: String(values.bundle) } : {}),
+      });
+      for (const c of ws.unservable) process.stderr.write(`warning: this worker has ${gpuSlots?.size ?? 0} GPU slot(s) and does not poll ${c} (stages needing up to ${classSize(c)} GPUs on one machine): start one with more --gpus for them\n`);
+      log.info({ address: target.settings.address, roles, queues: ws.polled, ...(gpuSlots ? { gpus: gpuSlots.slots } : {}), ...(ws.buildId ? { buildId: ws.buildId } : {}) }, 'worker running (Ctrl-C to stop)');
       const stop = (): void => void ws.shutdown();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
@@ -458,7 +474,7 @@ main(process.argv.slice(2)).then(
       process.stderr.write(configErrorText(e));
       process.exit(EXIT.usage);
     }
-    if (e instanceof UsageError || e instanceof RunIdError || e instanceof UserError || (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {
+    if (e instanceof UsageError || e instanceof RunIdError || e instanceof UserError || e instanceof SlotError || e instanceof QueueNameError || (e instanceof TypeError && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS'))) {
       process.stderr.write(`error: ${(e).message}\n`);
       process.exit(EXIT.usage);
     }

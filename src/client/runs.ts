@@ -17,10 +17,10 @@ import { locatePlan, readRun, runDirOf, updateRun, writeJsonAtomic, type RunReco
 import { configHash, resolvePlan } from '../config/resolve';
 import { log } from '../log';
 import { isUnregisteredAttributeError, warnNoAttributes } from '../temporal';
-import { InputChangedError, pinRunInputs, type RunPinOptions } from '../inputPins';
 import type { RunConfig } from '../config/schema';
-import type { Replan } from './replan';
 import { withProgressFiles } from './liveProgress';
+import type { Replan } from './replan';
+import { InputChangedError, pinRunInputs, type RunPinOptions } from '../inputPins';
 
 export class UserError extends Error {}
 
@@ -383,7 +383,9 @@ export async function runStatus(client: Client | undefined, runsDir: string, run
 async function unservedQueues(client: Client, plan: RunPlan, rec: RunRecord): Promise<string[]> {
   const wanted: { name: string; type: 1 | 2 }[] = [{ name: plan.queues.control, type: 1 }]; // TASK_QUEUE_TYPE_WORKFLOW = 1, ACTIVITY = 2
   const runningStage = rec.stages.find((s) => s.status === 'running');
-  if (runningStage) wanted.push({ name: plan.queues[runningStage.queue], type: 2 });
+  // A resource-class stage (gpu-x8) waits on its class queue, which only workers with enough GPU slots poll.
+  const stageQueue = runningStage ? plan.queues[runningStage.queue] : undefined;
+  if (stageQueue) wanted.push({ name: stageQueue, type: 2 });
   const out: string[] = [];
   for (const q of wanted) {
     try {
