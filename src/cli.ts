@@ -402,12 +402,13 @@ async function main(argv: string[]): Promise<number> {
       const bad = roles.filter((r) => !(QUEUE_ROLES as readonly string[]).includes(r));
       if (bad.length) throw new UsageError(`--queues: unknown queue ${bad.join(', ')} (use control, cpu, gpu)`);
       const config = values.config ? await loadConfig(String(values.config)) : undefined;
+      // Bad slot or prefix flags are usage errors before any server is looked for.
+      const gpuSlots = slotPoolFromFlags({ ...(values.gpus !== undefined ? { gpus: String(values.gpus) } : {}), ...(values['gpu-slots'] !== undefined ? { gpuSlots: String(values['gpu-slots']) } : {}) });
+      const queuePrefix = values['queue-prefix'] !== undefined ? checkQueuePrefix(String(values['queue-prefix']), '--queue-prefix') : undefined;
       // A worker never starts a private server nobody else would see: it uses the running one, or says how to start one.
       const target = await resolveTemporal(await settingsFromEnv(), { startIfNone: false });
       if (!target) throw new UserError(`no Temporal server is running for ${stateDir}: start one with \`ratioloop server\` (or start the run first, or set TEMPORAL_ADDRESS)`);
       logSdkToFile('worker');
-      const gpuSlots = slotPoolFromFlags({ ...(values.gpus !== undefined ? { gpus: String(values.gpus) } : {}), ...(values['gpu-slots'] !== undefined ? { gpuSlots: String(values['gpu-slots']) } : {}) });
-      const queuePrefix = values['queue-prefix'] !== undefined ? checkQueuePrefix(String(values['queue-prefix']), '--queue-prefix') : undefined;
       const ws = await startWorkers({
         settings: target.settings,
         roles: roles as QueueRole[],

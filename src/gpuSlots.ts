@@ -150,10 +150,13 @@ export class GpuSlotPool {
  */
 export function slotPoolFromFlags(flags: { gpus?: string; gpuSlots?: string }, env: NodeJS.ProcessEnv = process.env): GpuSlotPool | undefined {
   if (flags.gpus !== undefined && flags.gpuSlots !== undefined) throw new SlotError('give --gpus or --gpu-slots, not both');
-  const visible = env.CUDA_VISIBLE_DEVICES?.split(',').map((s) => s.trim()).filter(Boolean);
+  // An empty CUDA_VISIBLE_DEVICES names no allocation to stay inside: treated as unset.
+  const listed = env.CUDA_VISIBLE_DEVICES?.split(',').map((s) => s.trim()).filter(Boolean);
+  const visible = listed?.length ? listed : undefined;
   if (flags.gpus !== undefined) {
     const ids = flags.gpus.split(',').map((s) => s.trim());
     if (ids.length === 0 || ids.some((s) => !/^[A-Za-z0-9:_-]+$/.test(s))) throw new SlotError(`--gpus ${flags.gpus}: a comma-separated list of device ids (e.g. 0,1,2,3 or GPU UUIDs)`);
+    if (new Set(ids).size !== ids.length) throw new SlotError(`--gpus ${flags.gpus}: a device is listed twice`);
     if (visible) {
       const unseen = ids.filter((d) => !visible.includes(d));
       if (unseen.length) throw new SlotError(`--gpus ${flags.gpus}: ${unseen.join(',')} not in this worker's CUDA_VISIBLE_DEVICES (${visible.join(',')})`);

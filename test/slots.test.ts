@@ -1,5 +1,8 @@
 // GPU slots without GPUs: the pool is abstract (device ids are strings), so its rules are checked directly.
+import path from 'node:path';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { projectRoot } from '../src/paths';
 import { GpuSlotPool, SlotError, slotPoolFromFlags } from '../src/gpuSlots';
 import { gpuPollGate } from '../src/gpuPollGate';
 import { slotEnv } from '../activities/stageSlots';
@@ -100,6 +103,7 @@ describe('worker slot flags', () => {
     expect(() => slotPoolFromFlags({ gpus: '0,1', gpuSlots: '2' }, {})).toThrow('not both');
     expect(() => slotPoolFromFlags({ gpus: '0,,1' }, {})).toThrow('comma-separated list');
     expect(() => slotPoolFromFlags({ gpus: '0,0' }, {})).toThrow('listed twice');
+    expect(slotPoolFromFlags({ gpus: '0' }, { CUDA_VISIBLE_DEVICES: '' })!.slots).toEqual(['0']); // empty: no allocation to check
     expect(() => slotPoolFromFlags({ gpuSlots: '0' }, {})).toThrow('at least 1');
     expect(() => slotPoolFromFlags({ gpuSlots: '4' }, { CUDA_VISIBLE_DEVICES: '0,1' })).toThrow('names only 2');
     expect(() => slotPoolFromFlags({ gpus: '0,3' }, { CUDA_VISIBLE_DEVICES: '0,1' })).toThrow("3 not in this worker's CUDA_VISIBLE_DEVICES");
@@ -154,5 +158,20 @@ describe('gpu poll gate', () => {
     await expect(r).rejects.toThrow('no longer needed');
     gate.releaseSlot({ permit: held });
     expect(gate.tryReserveSlot(ctx)).not.toBeNull();
+  });
+});
+
+describe('ratioloop worker flags', () => {
+  const cli = (...args: string[]) => execa('node', [path.join(projectRoot, 'bin/ratioloop.js'), ...args], { cwd: projectRoot, reject: false, env: { TEMPORAL_ADDRESS: '', CUDA_VISIBLE_DEVICES: '' } });
+  it('bad --gpus, --gpu-slots or --queue-prefix: exit 2 with the reason, before any server is looked for', async () => {
+    const twice = await cli('worker', '--queues', 'gpu', '--gpus', '0,0');
+    expect(twice.exitCode).toBe(2);
+    expect(twice.stderr).toContain('--gpus 0,0: a device is listed twice');
+    const both = await cli('worker', '--gpus', '0', '--gpu-slots', '1');
+    expect(both.exitCode).toBe(2);
+    expect(both.stderr).toContain('give --gpus or --gpu-slots, not both');
+    const prefix = await cli('worker', '--queue-prefix', 'my team');
+    expect(prefix.exitCode).toBe(2);
+    expect(prefix.stderr).toContain('--queue-prefix "my team"');
   });
 });
