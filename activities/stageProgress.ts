@@ -60,9 +60,12 @@ export class StageProgress {
   event(ev: StageEvent): void {
     const now = this.now();
     if (ev.type === 'progress') {
+      // Counts are the stage's main work again: the step (a phase with no counts, such as loading) is over.
+      const stepEnded = this.beat.step !== undefined;
       this.counted(ev.done, ev.total, ev.unit);
-      this.beat = { ...this.beat, lastLineAtMs: now };
-      this.changed(false);
+      const { step: _s, stepStartedAtMs: _t, ...rest } = this.beat;
+      this.beat = { ...rest, lastLineAtMs: now };
+      this.changed(stepEnded);
     } else if (ev.type === 'phase') {
       const { rate: _r, ...rest } = this.beat;
       this.beat = { ...rest, step: ev.name, stepStartedAtMs: now, done: 0, total: 0, unit: '', updatedAtMs: now, lastLineAtMs: now };

@@ -14,7 +14,7 @@ import { tmpDir } from './helpers';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('stage progress', () => {
-  it('rate from the count\'s first line (loading left out), steps reset the count, every change a heartbeat', async () => {
+  it('rate from the count\'s first line (loading left out), a step resets the count and ends with the next count, every change a heartbeat', async () => {
     let now = 1_000_000;
     const beats: StageHeartbeat[] = [];
     const p = new StageProgress({ stage: 'sample', iteration: 1, attempt: 2, startedAtMs: now, heartbeat: (b) => beats.push(b), now: () => now });
@@ -28,15 +28,16 @@ describe('stage progress', () => {
     expect(beats).toHaveLength(3); // alive changes nothing shown
     expect(liveText(p.current, now)).toBe('loading the policy model… (1m00s)');
     p.event({ type: 'progress', done: 0, total: 100, unit: 'responses' });
-    expect(liveText(p.current, now)).toBe('loading the policy model: 0/100 responses (0%)'); // no speed from one line
+    expect(liveText(p.current, now)).toBe('0/100 responses (0%)'); // no speed from one line
     now += 10_000;
     p.event({ type: 'progress', done: 20, total: 100, unit: 'responses' });
     expect(p.current.rate).toBeCloseTo(2);
-    expect(liveText(p.current, now)).toBe('loading the policy model: 20/100 responses (20%) 2.00 responses/s ETA 40s');
+    expect(liveText(p.current, now)).toBe('20/100 responses (20%) 2.00 responses/s ETA 40s');
     // The ETA counts down between lines; a stage quiet for over a minute says so.
-    expect(liveText(p.current, now + 70_000)).toBe('loading the policy model: 20/100 responses (20%) 2.00 responses/s ETA 0s (no line for 1m10s)');
+    expect(liveText(p.current, now + 70_000)).toBe('20/100 responses (20%) 2.00 responses/s ETA 0s (no line for 1m10s)');
     p.event({ type: 'phase', name: 'loading the judge' });
-    expect([p.current.done, p.current.total, p.current.rate]).toEqual([0, 0, undefined]);
+    expect([p.current.done, p.current.total, p.current.rate, p.current.step]).toEqual([0, 0, undefined, 'loading the judge']);
+    expect(liveText(p.current, now + 3_000)).toBe('loading the judge… (3s)');
     p.phase('verifying');
     expect(p.current.step).toBeUndefined();
     await p.close();
