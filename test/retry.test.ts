@@ -36,16 +36,16 @@ const json = async (file: string): Promise<Record<string, unknown>> => JSON.pars
 
 describe('stage retries', () => {
   it('a resumable stage has no attempt cap; a SIGKILL nobody asked for is resource exhaustion (likely the kernel OOM killer)', async () => {
-    // Attempts 1-3: this worker's environment (not counted); 4: SIGKILL (counted, retried); 5: done. The old policy stopped at 3.
-    const plan = await quickPlan('no-cap', { sample: { fail_attempts: 3, fail_code: 4, sigkill_attempts: 4 } });
+    // Attempts 1-2: this worker's environment (not counted); 3: SIGKILL (counted, retried); 4: done. The old policy stopped at 3.
+    const plan = await quickPlan('no-cap', { sample: { fail_attempts: 2, fail_code: 4, sigkill_attempts: 3 } });
     expect(plan.stagePlans.sample.options.maximumAttempts).toBe(0);
     const workers = await fixtureWorkers(plan);
     try {
       expect((await (await start(plan)).result()).status).toBe('completed');
-      expect(await attempts(plan, 'sample')).toEqual(['1', '2', '3', '4', '5']);
+      expect(await attempts(plan, 'sample')).toEqual(['1', '2', '3', '4']);
       const logs = path.join(plan.runDir, 'iter-1/sample/logs');
-      expect(await json(path.join(logs, 'attempt-4.failure.json'))).toMatchObject({ attempt: 4, type: 'ResourceExhausted' });
-      await expect(stat(path.join(logs, 'attempt-3.failure.json'))).rejects.toThrow(); // WorkerEnvironment is not counted
+      expect(await json(path.join(logs, 'attempt-3.failure.json'))).toMatchObject({ attempt: 3, type: 'ResourceExhausted' });
+      await expect(stat(path.join(logs, 'attempt-2.failure.json'))).rejects.toThrow(); // WorkerEnvironment is not counted
     } finally {
       await workers.shutdown();
     }
