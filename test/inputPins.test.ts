@@ -6,7 +6,8 @@ import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { describe, expect, it } from 'vitest';
+import { execa } from 'execa';
+import { describe, expect, inject, it } from 'vitest';
 import { createStageActivities } from '../activities/stages';
 import { resumeRun, UserError } from '../src/client/runs';
 import { pinInputs, pinRunInputs, staticInputPaths, type InputPins } from '../src/inputPins';
@@ -118,6 +119,25 @@ describe('pinned static inputs', () => {
       expect(verified.runId).toBe(plan.runId); // the bytes match the pins: resumed
       await c.workflow.getHandle(plan.runId).terminate('test: no workers serve it');
       expect((JSON.parse(await readFile(cacheFile, 'utf8')) as { epoch?: string }).epoch).toMatch(/^[0-9a-f]{16}$/); // reset for the stages too
+    } finally {
+      await close();
+    }
+  });
+
+  it('the CLI: resume --verify with a changed input exits 2 naming it, nothing started (accepting is resumeRun\'s test above)', async () => {
+    const dir = await tmpDir();
+    const plan = await planIn(dir, `pins-cli-${Date.now()}`);
+    const pins = await pinRunInputs(plan, undefined);
+    await updateRun(plan.runDir, (r) => void (r.inputs = pins));
+    await writeFile(path.join(dir, 'prompts.jsonl'), '{"id": "p9", "messages": [{"role": "user", "content": "swapped"}]}\n');
+    const env = { TEMPORAL_ADDRESS: inject('temporalAddress') };
+    const cli = (...args: string[]) => execa('node', [path.join(projectRoot, 'bin/ratioloop.js'), 'resume', plan.runId, '--runs-dir', path.dirname(plan.runDir), '--no-worker', '--no-preflight', ...args], { cwd: projectRoot, reject: false, env });
+    const r = await cli('--verify');
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('input prompts changed since the run started');
+    const { client: c, close } = await client();
+    try {
+      await expect(c.workflow.getHandle(plan.runId).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError); // nothing started
     } finally {
       await close();
     }
