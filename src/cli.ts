@@ -415,10 +415,11 @@ async function main(argv: string[]): Promise<number> {
         ...(config ? { queues: runQueues(config) } : {}),
         ...(queuePrefix ? { queuePrefix } : {}),
         ...(gpuSlots ? { gpuSlots } : {}),
+        hostQueue: true,
         ...(values.bundle ? { bundleFile: String(values.bundle) } : {}),
       });
       for (const c of ws.unservable) process.stderr.write(`warning: this worker has ${gpuSlots?.size ?? 0} GPU slot(s) and does not poll ${c} (stages needing up to ${classSize(c)} GPUs on one machine): start one with more --gpus for them\n`);
-      log.info({ address: target.settings.address, roles, queues: ws.polled, ...(gpuSlots ? { gpus: gpuSlots.slots } : {}), ...(ws.buildId ? { buildId: ws.buildId } : {}) }, 'worker running (Ctrl-C to stop)');
+      log.info({ address: target.settings.address, roles, queues: ws.polled, ...(ws.hostQueue ? { hostQueue: ws.hostQueue } : {}), ...(gpuSlots ? { gpus: gpuSlots.slots } : {}), ...(ws.buildId ? { buildId: ws.buildId } : {}) }, 'worker running (Ctrl-C to stop)');
       const stop = (): void => void ws.shutdown();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);

@@ -112,6 +112,15 @@ export function queueNames(n: QueueNaming = {}): RunQueues {
   return out;
 }
 
+/**
+ * A worker's own queue (Temporal's worker-specific task queue pattern): work that must run on this machine, such as
+ * one machine rank of a gang. Named after the gpu queue, so it shares its prefix.
+ */
+export function hostQueueName(gpuQueue: string, hostname: string = os.hostname()): string {
+  const host = hostname.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 200 - gpuQueue.length - 6) || 'host';
+  return `${gpuQueue}-host-${host}`;
+}
+
 /** The classes named in a queue map (a recorded plan's queues), smallest first. */
 export function classesOf(queues: Partial<RunQueues>): GpuClass[] {
   return (Object.keys(queues).filter(isGpuClass)).sort((a, b) => classSize(a) - classSize(b));

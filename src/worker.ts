@@ -9,7 +9,8 @@ import { projectRoot, pythonPath, scriptsDir } from './paths';
 import { connectWorker, type TemporalSettings } from './temporal';
 import { GpuSlotPool } from './gpuSlots';
 import { gpuPollGate } from './gpuPollGate';
-import { classesOf, classesUpTo, classSize, queueNames } from './queues';
+import { classesOf, classesUpTo, classSize, hostQueueName, queueNames } from './queues';
+import { createGangActivities } from '../activities/gangClaim';
 import type { GpuClass, RunQueues } from '../workflows/types';
 import { buildWorkflowBundle, loadWorkflowBundle, type BuiltBundle } from './workflowBundle';
 
@@ -72,6 +73,8 @@ export interface WorkerSetOptions {
   /** GPU slots (--gpus / --gpu-slots): one stage per device, pinned. Unset: the whole machine, gpuConcurrency at a time. */
   gpuSlots?: GpuSlotPool;
   stageDeps?: Partial<StageDeps>;
+  /** Also poll this machine's own queue (`<gpu>-host-<hostname>`): where a gang's rank for this machine is sent. */
+  hostQueue?: boolean;
   /** Stages a gpu worker without slots runs at once (default 1: one accelerator job at a time). */
   gpuConcurrency?: number;
   cpuConcurrency?: number;
@@ -86,6 +89,8 @@ export interface WorkerSet {
   polled: Partial<RunQueues>;
   /** Classes the gpu role was asked for but cannot serve (more GPUs than its slots). */
   unservable: GpuClass[];
+  /** This machine's own queue, when polled. */
+  hostQueue?: string;
   /** Resolves when every worker has stopped. */
   done: Promise<void>;
   shutdown(): Promise<void>;
@@ -107,12 +112,14 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
   const workers: Worker[] = [];
   const polled: Partial<RunQueues> = {};
   let buildId: string | undefined;
+  const hostQueue = hostQueueName(queues.gpu);
   const stageWorker = (taskQueue: string, stageDeps: StageDeps, limits: Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'tuner' | 'maxConcurrentActivityTaskPolls'>) =>
     Worker.create({
       connection,
       namespace: opts.settings.namespace,
       taskQueue,
-      activities: { ...createStageActivities(stageDeps), ...createShardActivities(stageDeps) }, // the merge runs on the cpu queue
+      // The merge runs on the cpu queue; a gang's claim on the gpu and class queues.
+      activities: { ...createStageActivities(stageDeps), ...createShardActivities(stageDeps), ...(stageDeps.slots ? createGangActivities(hostQueue) : {}) },
       ...limits,
       // shutdownGraceTime is how long in-flight stages keep running after shutdown starts, before they are
       // cancelled: none (a stopped worker's stage runs again from its checkpoint on the next worker). Cancelling
@@ -153,6 +160,9 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
         workers.push(await stageWorker(queues[c]!, { ...deps, slots: pool }, { maxConcurrentActivityTaskExecutions: at }));
         polled[c] = queues[c]!;
       }
+      if (opts.hostQueue) {
+        workers.push(await stageWorker(hostQueue, { ...deps, slots: pool }, { maxConcurrentActivityTaskExecutions: pool.size }));
+      }
     }
   }
   const done = Promise.all(workers.map((w) => w.run())).then(async () => {
@@ -162,6 +172,7 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
     ...(buildId ? { buildId } : {}),
     polled,
     unservable,
+    ...(opts.hostQueue && opts.roles.includes('gpu') ? { hostQueue } : {}),
     done,
     async shutdown() {
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
