@@ -18,6 +18,7 @@ import { assertVisible, faultPoint } from './faultHooks';
 import { pythonPath } from '../src/paths';
 import { writeJsonAtomic } from '../src/runStore';
 import { mergeEnv, specParams, stageOutputDir } from './shardSpec';
+import { adoptMovedManifest } from './relocate';
 import { progressFileOf } from '../src/progressFile';
 import type { GpuSlotPool, SlotLease } from '../src/gpuSlots';
 import { slotEnv, takeStageSlots } from './stageSlots';
@@ -161,6 +162,12 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         if (!(await manifestProblem(existing, hash, hashing)) && existing) {
           ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done: manifest matches, skipping`);
           return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(existing), metrics: existing.metrics, skipped: true, durationMs: 0 };
+        }
+        // Finished where the run folder used to be (moved or mounted elsewhere): done here too.
+        const moved = existing ? await adoptMovedManifest({ runDir: req.runDir, outputDir, spec, hash, hashing }) : undefined;
+        if (moved) {
+          ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done where the run folder used to be: manifest rewritten for here, skipping`);
+          return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(moved), metrics: moved.metrics, skipped: true, durationMs: 0 };
         }
         await mkdir(outputDir, { recursive: true });
         // Own the folder before anything in it is touched (an orphaned attempt may still be writing here).

@@ -8,6 +8,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../src/paths';
 import type { RunRecord } from '../src/runStore';
 import { writeWorkflowBundle } from '../src/workflowBundle';
+import { adoptMovedManifest } from '../activities/relocate';
+import { hashPath, specHash } from '../activities/manifests';
+import { writeJsonAtomic } from '../src/runStore';
 import { baseConfig, fixtureScripts, tmpDir, uniqueQueues } from './helpers';
 
 const bin = path.join(projectRoot, 'bin/ratioloop.js');
@@ -93,7 +96,7 @@ describe('resume', () => {
     expect((rec.plan.stagePlans.train.params as { per_device_train_batch_size: number }).per_device_train_batch_size).toBe(1);
   }, 90_000);
 
-  it('a run folder that was moved resumes where it now is', async () => {
+  it('a run folder that was moved resumes where it now is, keeping its finished stages', async () => {
     const { dir, config, runsDir } = await setup('moved');
     const first = await cli(trainFails, 'run', config, '--run-id', 'rs-moved', '--no-preflight');
     expect(first.exitCode, String(first.stderr)).toBe(1);
@@ -108,7 +111,12 @@ describe('resume', () => {
     expect(rec.status).toBe('completed');
     expect(rec.plan.runDir).toBe(newDir);
     expect(rec.relocations).toEqual([expect.objectContaining({ from: oldDir, to: newDir })]);
-    expect(stageStatus(rec).train).toBe('done');
+    expect(stageStatus(rec)).toEqual({ sample: 'skipped', score: 'skipped', pairs: 'skipped', train: 'done' });
+    expect(await ran(newDir)).toEqual(['sample', 'score', 'pairs', 'train', 'train']);
+    // the finished stages' manifests now name their outputs here, and say where they were made
+    const sample = JSON.parse(await text(path.join(newDir, 'iter-1', 'sample', 'manifest.json'))) as { outputs: { path: string }[]; relocatedFrom?: string };
+    expect(sample.relocatedFrom).toBe(oldDir);
+    expect(sample.outputs.every((o) => o.path.startsWith(newDir + path.sep))).toBe(true);
     expect(await text(path.join(newDir, 'iter-1', 'train', 'manifest.json'))).toContain(newDir);
     expect(await text(path.join(oldDir, 'run.json'))).toBe(''); // nothing written where it used to be
   }, 90_000);
@@ -158,4 +166,43 @@ describe('resume', () => {
     expect(r.stderr).toContain('second Ctrl-C: exiting now');
     expect(r.stderr).toContain('ratioloop cancel rs-twice');
   }, 60_000);
+});
+
+describe('adoptMovedManifest', () => {
+  /** A finished stage made at <dir>/old/r1, then the folder moved to <dir>/new/r1; returns what a check there needs. */
+  async function movedStage(params: Record<string, unknown>) {
+    const dir = await tmpDir('ratioloop-relocate-');
+    const [oldRun, newRun] = [path.join(dir, 'old', 'r1'), path.join(dir, 'new', 'r1')];
+    const out = (run: string) => path.join(run, 'iter-1', 'score');
+    await mkdir(out(oldRun), { recursive: true });
+    await writeFile(path.join(oldRun, 'samples.jsonl'), '{"a": 1}\n');
+    await writeFile(path.join(out(oldRun), 'scores.jsonl'), '{"s": 1}\n');
+    const spec = (run: string, p = params) => ({ stage: 'score', runId: 'r1', iteration: 1, seed: 7, params: p, inputs: { samples: { path: path.join(run, 'samples.jsonl'), sha256: '' } }, outputDir: out(run) });
+    const sha = await hashPath(path.join(oldRun, 'samples.jsonl'));
+    const withSha = (sp: ReturnType<typeof spec>) => ({ ...sp, inputs: { samples: { ...sp.inputs.samples, sha256: sha } } });
+    const old = withSha(spec(oldRun));
+    await writeJsonAtomic(path.join(out(oldRun), 'spec.json'), { ...old, specHash: specHash(old) });
+    const scores = path.join(out(oldRun), 'scores.jsonl');
+    await writeJsonAtomic(path.join(out(oldRun), 'manifest.json'), { stage: 'score', specHash: specHash(old), inputs: old.inputs, outputs: [{ name: 'scores', path: scores, sha256: await hashPath(scores) }], metrics: {}, versions: {}, device: 'cpu', startedAt: '', finishedAt: '' });
+    await mkdir(path.dirname(newRun), { recursive: true });
+    await rename(oldRun, newRun);
+    const check = (p = params) => {
+      const now = withSha(spec(newRun, p));
+      return adoptMovedManifest({ runDir: newRun, outputDir: out(newRun), spec: now, hash: specHash(now) });
+    };
+    return { oldRun, newRun, out, check };
+  }
+
+  it('adopts a stage finished at the old place, and nothing else', async () => {
+    const a = await movedStage({ batch_size: 8 });
+    expect(await a.check({ batch_size: 4 })).toBeUndefined(); // another spec: not proven
+    const m = await a.check();
+    expect(m?.outputs[0]?.path).toBe(path.join(a.out(a.newRun), 'scores.jsonl'));
+    expect(m?.inputs.samples?.path).toBe(path.join(a.newRun, 'samples.jsonl'));
+    expect((m as { relocatedFrom?: string }).relocatedFrom).toBe(a.oldRun);
+    expect(await a.check()).toBeUndefined(); // rewritten for here: the plain check proves it from now on
+    const b = await movedStage({});
+    await writeFile(path.join(b.out(b.newRun), 'scores.jsonl'), 'changed\n');
+    expect(await b.check()).toBeUndefined(); // an output changed after the move
+  });
 });
