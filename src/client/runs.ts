@@ -14,7 +14,7 @@ import { ALL_STAGES } from '../../workflows/plan';
 import type { RunControl, RunPlan, StageHeartbeat, StageName } from '../../workflows/types';
 import { projectRoot } from '../paths';
 import { locatePlan, readRun, runDirOf, updateRun, writeJsonAtomic, type RunRecord } from '../runStore';
-import { configHash, resolvePlan } from '../config/resolve';
+import { configHash, durationMs, resolvePlan } from '../config/resolve';
 import { log } from '../log';
 import { isUnregisteredAttributeError, warnNoAttributes } from '../temporal';
 import type { RunConfig } from '../config/schema';
@@ -160,6 +160,8 @@ export async function resumeRun(client: Client, runsDir: string, runId: string, 
         if (iterations) throw new UserError(`run ${runId} is running: change its iteration count with \`ratioloop set-iterations ${runId} ${iterations}\``);
         // The open execution keeps the plan it started with: an edited config cannot reach it.
         if (opts.replan) throw new UserError(`run ${runId} is running: a new config applies from a new execution. \`ratioloop resume ${runId} --config FILE --restart\` replaces it (finished stages are kept), or \`ratioloop cancel ${runId}\` first`);
+        // Pins are checked and reset (verify) or re-pinned (accept) before a new execution starts, never under an open one.
+        if (opts.pins?.verify || opts.pins?.accept) throw new UserError(`run ${runId} is running: --verify and --accept-input-changes apply to a new execution; add --restart (finished stages are kept)`);
         return { runId, runDir, plan: rec.plan, attached: true };
       }
     }
@@ -242,7 +244,15 @@ export async function cancelRun(client: Client, runsDir: string, runId: string, 
       if (queue && opts.startControlWorker && !stopWorker) stopWorker = await opts.startControlWorker(queue);
     };
     if ((await pollerCount(client, queue ?? '', 1)) === 0) await serve();
-    const timeoutMs = opts.timeoutMs ?? 120_000;
+    // A stage whose worker is dead ends only at its heartbeat timeout (then the run is recorded cancelled): wait that long.
+    const heartbeatMs = Math.max(0, ...Object.values(rec?.plan.stagePlans ?? {}).map((p) => {
+      try {
+        return durationMs(p.options.heartbeatTimeout);
+      } catch {
+        return 0;
+      }
+    }));
+    const timeoutMs = opts.timeoutMs ?? Math.max(120_000, heartbeatMs + 30_000);
     const start = Date.now();
     const until = start + timeoutMs;
     for (;;) {
