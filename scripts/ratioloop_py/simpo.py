@@ -257,6 +257,7 @@ class StageCallback(TrainerCallback):
         self.appender = appender
         self.is_main = is_main
         self.rows: list[dict[str, Any]] = []
+        self._saving: Any = None  # the open "saving a checkpoint" phase, between on_step_end and on_save
 
     def on_train_begin(self, args, state, control, **kw):
         if self.is_main:
@@ -264,7 +265,23 @@ class StageCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         if self.is_main:
+            self._saved()  # a step after a save: the save is over, whatever became of it
             self.stage.progress(state.global_step, state.max_steps, "steps")
+            if control.should_save:
+                # The Trainer saves right after this; a large checkpoint takes minutes with no step: say it is alive.
+                self._saving = self.stage.phase("saving a checkpoint")
+                self._saving.__enter__()
+
+    def on_save(self, args, state, control, **kw):
+        self._saved()  # the next step's progress line takes over
+
+    def on_train_end(self, args, state, control, **kw):
+        self._saved()
+
+    def _saved(self) -> None:
+        if self._saving is not None:
+            self._saving.__exit__(None, None, None)
+            self._saving = None
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not self.is_main or not logs or "loss" not in logs:

@@ -228,6 +228,10 @@ def test_stage_outputs_and_manifest(baseline, tiny_models):
     assert len(events) == len([line for line in res.stdout.splitlines() if line.strip()])  # stdout is JSON only
     steps = [e["done"] for e in events if e["type"] == "progress"]
     assert steps == list(range(0, 5)) and all(e["total"] == 4 for e in events if e["type"] == "progress")
+    # Quiet work runs as phases (status shows them; their alive lines hold off the stall watchdog).
+    phases = [e["name"] for e in events if e["type"] == "phase"]
+    assert phases[0] == "loading the policy model" and phases[-1] == "saving the trained model"
+    assert "saving a checkpoint" in phases
     man = json.loads((out / "manifest.json").read_text())
     assert {o["name"] for o in man["outputs"]} == {"model", "metrics"}
     m, t = man["metrics"], man["training"]
