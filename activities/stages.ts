@@ -163,21 +163,20 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done: manifest matches, skipping`);
           return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(existing), metrics: existing.metrics, skipped: true, durationMs: 0 };
         }
-        // Finished where the run folder used to be (moved or mounted elsewhere): done here too.
-        const moved = existing ? await adoptMovedManifest({ runDir: req.runDir, outputDir, spec, hash, hashing }) : undefined;
-        if (moved) {
-          ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done where the run folder used to be: manifest rewritten for here, skipping`);
-          return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(moved), metrics: moved.metrics, skipped: true, durationMs: 0 };
-        }
         await mkdir(outputDir, { recursive: true });
         // Own the folder before anything in it is touched (an orphaned attempt may still be writing here).
         const { lease, contested } = await takeLease(outputDir);
-        if (contested) {
-          // Someone else held the folder: it may have finished the stage meanwhile.
-          const now = await readManifest(outputDir);
-          if (!(await manifestProblem(now, hash, hashing)) && now) {
-            return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(now), metrics: now.metrics, skipped: true, durationMs: 0 };
-          }
+        // Someone else held the folder: it may have finished the stage meanwhile.
+        const current = contested ? await readManifest(outputDir) : existing;
+        if (contested && current && !(await manifestProblem(current, hash, hashing))) {
+          return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(current), metrics: current.metrics, skipped: true, durationMs: 0 };
+        }
+        // Finished where the run folder used to be (moved or mounted elsewhere): done here too. It rewrites spec.json and
+        // the manifest, so only as the folder's owner.
+        const moved = current ? await adoptMovedManifest({ runDir: req.runDir, outputDir, spec, hash, hashing }) : undefined;
+        if (moved) {
+          ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done where the run folder used to be: manifest rewritten for here, skipping`);
+          return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(moved), metrics: moved.metrics, skipped: true, durationMs: 0 };
         }
         await guardPartialState(outputDir, hash);
         const specPath = path.join(outputDir, 'spec.json');
