@@ -80,7 +80,10 @@ export async function afterFailure(f: ApplicationFailure, a: AttemptContext): Pr
 async function outOfMemory(f: ApplicationFailure, a: AttemptContext): Promise<ApplicationFailure> {
   const rule = OOM_RULES[a.stage];
   const current = (k: string): unknown => a.throughput?.params[k] ?? a.params[k];
-  const halvable = rule.halve.filter((k) => typeof current(k) === 'number' && (current(k) as number) > 1);
+  // A shard runs its range of the whole stage's batch plan (ratioloop_py/shards.py): one shard with other batches would
+  // leave prompts out or do them twice.
+  const shard = a.params.shard !== undefined && a.params.shard !== null;
+  const halvable = shard ? [] : rule.halve.filter((k) => typeof current(k) === 'number' && (current(k) as number) > 1);
   const details = f.details ? [...f.details] : undefined;
   if (!a.throughput && halvable.length) {
     const from = Object.fromEntries(halvable.map((k) => [k, current(k) as number]));
@@ -91,7 +94,7 @@ async function outOfMemory(f: ApplicationFailure, a: AttemptContext): Promise<Ap
     return ApplicationFailure.create({ message: `${f.message}; retrying once with ${change} (partial work is kept; the manifest records it)`, type: 'OutOfMemory', details });
   }
   const now = rule.halve.filter((k) => current(k) !== undefined).map((k) => `${a.stage}.${k} is ${String(current(k))}`).join(', ');
-  const why = a.throughput ? ` (already halved once${now ? `: ${now}` : ''})` : now ? ` (${now})` : '';
+  const why = a.throughput ? ` (already halved once${now ? `: ${now}` : ''})` : shard ? ` (a shard: its batches are the whole stage's plan${now ? `; ${now}` : ''})` : now ? ` (${now})` : '';
   return ApplicationFailure.create({ message: `${f.message}; not retried${why}: ${rule.advice}`, type: 'OutOfMemory', nonRetryable: true, details });
 }
 

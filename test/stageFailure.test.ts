@@ -44,13 +44,16 @@ describe('out of memory', () => {
     expect((await throughputFor(a.outputDir, 'h1'))?.params).toEqual({ batch_size: 4, max_batch_tokens: 4096 }); // not halved twice
   });
 
-  it('train and pairs fail at once with what to change; a batch of 1 cannot be halved', async () => {
+  it('train, pairs and a shard fail at once with what to change; a batch of 1 cannot be halved', async () => {
     const train = await afterFailure(oom(), await ctx({ stage: 'train', params: { per_device_train_batch_size: 4 } }));
     expect(train.nonRetryable).toBe(true);
     expect(train.message).toContain('lower train.per_device_train_batch_size (raise gradient_accumulation_steps to keep the effective batch)');
     const pairs = await afterFailure(oom(), await ctx({ stage: 'pairs', params: {} }));
     expect(pairs.nonRetryable).toBe(true);
     expect(pairs.message).toContain('no batch knob: give its worker more memory');
+    const shard = await afterFailure(oom(), await ctx({ params: { batch_size: 8, shard: { index: 1, count: 4 } } }));
+    expect(shard.nonRetryable).toBe(true);
+    expect(shard.message).toContain("(a shard: its batches are the whole stage's plan; sample.batch_size is 8): lower sample.batch_size");
     const one = await afterFailure(oom(), await ctx({ params: { batch_size: 1 } }));
     expect(one.nonRetryable).toBe(true);
     expect(one.message).toContain('(sample.batch_size is 1): lower sample.batch_size');
