@@ -3,7 +3,7 @@
 // throttles those to the server; remote clients see them) and into the stage folder's progress.json, written at most
 // about once a second and always after the last change (local clients see it within seconds).
 import type { StageEvent } from './pythonStage';
-import type { StageHeartbeat, StageName, StagePhase } from '../workflows/types';
+import type { ShardRef, StageHeartbeat, StageName, StagePhase } from '../workflows/types';
 import { writeProgressFile } from '../src/progressFile';
 
 export interface StageProgressOptions {
@@ -11,6 +11,8 @@ export interface StageProgressOptions {
   iteration: number;
   attempt: number;
   startedAtMs: number;
+  /** The shard this attempt runs, for a sharded stage. */
+  shard?: ShardRef;
   heartbeat: (beat: StageHeartbeat) => void;
   /** progress.json of the stage folder; absent: heartbeats only. */
   file?: string;
@@ -33,7 +35,7 @@ export class StageProgress {
   constructor(private readonly o: StageProgressOptions) {
     this.now = o.now ?? Date.now;
     const t = o.startedAtMs;
-    this.beat = { stage: o.stage, iteration: o.iteration, attempt: o.attempt, done: 0, total: 0, unit: '', startedAtMs: t, updatedAtMs: t, phase: 'hashing inputs', phaseStartedAtMs: t };
+    this.beat = { stage: o.stage, iteration: o.iteration, attempt: o.attempt, ...(o.shard ? { shard: o.shard } : {}), done: 0, total: 0, unit: '', startedAtMs: t, updatedAtMs: t, phase: 'hashing inputs', phaseStartedAtMs: t };
     this.changed(true);
   }
 

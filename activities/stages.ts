@@ -124,8 +124,8 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       // longer than the heartbeat timeout, which runs from the attempt's start. The SDK throttles what reaches the server;
       // the stage folder's progress.json gets every change within about a second (src/progressFile.ts).
       const progress = new StageProgress({
-        stage: req.stage, iteration: req.iteration, attempt: ctx.info.attempt, startedAtMs: started,
-        heartbeat: (b) => ctx.heartbeat(b), file: progressFileOf(req.runDir, req.iteration, req.stage),
+        stage: req.stage, iteration: req.iteration, attempt: ctx.info.attempt, startedAtMs: started, ...(req.shard ? { shard: req.shard } : {}),
+        heartbeat: (b) => ctx.heartbeat(b), file: progressFileOf(req.runDir, req.iteration, req.stage, req.shard),
       });
       const phase = (p: StagePhase): void => progress.phase(p);
       const timer = setInterval(() => ctx.heartbeat(progress.current), 2_000);

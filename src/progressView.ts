@@ -29,7 +29,9 @@ export function liveText(h: StageHeartbeat, now = Date.now()): string {
   const pct = ((100 * h.done) / h.total).toFixed(0);
   const speed = rate !== undefined ? ` ${rate.toFixed(rate < 10 ? 2 : 0)} ${h.unit}/s` : '';
   const eta = h.done >= h.total ? '' : Number.isFinite(left) ? ` ETA ${fmtDur(left)}` : '';
-  return `${doing ? `${doing}: ` : ''}${h.done}/${h.total} ${h.unit} (${pct}%)${speed}${eta}${quiet ? ` (${quiet.slice(2)})` : ''}`;
+  const shards = h.shards && h.shards > 1 ? `, ${h.shards} shards` : '';
+  const tail = quiet || shards ? ` (${`${shards}${quiet}`.slice(2)})` : '';
+  return `${doing ? `${doing}: ` : ''}${h.done}/${h.total} ${h.unit} (${pct}%)${speed}${eta}${tail}`;
 }
 
 /** One stage's line in the status table, with what counts as a change for plain output (no clocks, no rates). */

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { StageProgress } from '../activities/stageProgress';
 import { runStatus } from '../src/client/runs';
-import { fresher, progressFileOf, readProgressFile } from '../src/progressFile';
+import { combineShards, fresher, progressFileOf, readProgressFile } from '../src/progressFile';
+import { withProgressFiles } from '../src/client/liveProgress';
 import { liveText, statusLines } from '../src/progressView';
 import { writeJsonAtomic } from '../src/runStore';
 import type { StageHeartbeat } from '../workflows/types';
@@ -80,4 +81,36 @@ describe('stage progress', () => {
     expect(fresher(old, beat)).toBe(beat);
     expect(fresher(beat, old)).toBe(beat);
   });
+
+  it('a sharded stage: each shard keeps its own progress.json; status sums them into one line, the merge stands alone', async () => {
+    const runsDir = await tmpDir();
+    const runDir = path.join(runsDir, 'r2');
+    const startedAt = Date.now() - 5_000;
+    await writeJsonAtomic(path.join(runDir, 'run.json'), {
+      runId: 'r2', status: 'running', plan: { iterations: 1, stages: ['sample'] },
+      stages: [{ iteration: 1, stage: 'sample', queue: 'gpu', status: 'running', startedAt: new Date(startedAt).toISOString() }],
+    });
+    const now = Date.now();
+    const shard = (index: number, h: Partial<StageHeartbeat>): StageHeartbeat =>
+      ({ stage: 'sample', iteration: 1, attempt: 1, shard: { index, count: 3 }, done: 0, total: 0, unit: '', startedAtMs: startedAt + 100, updatedAtMs: now - 1_000, phase: 'running', ...h });
+    const files = [shard(0, { done: 10, total: 40, unit: 'responses', rate: 2 }), shard(1, { done: 6, total: 40, unit: 'responses', rate: 1 }), shard(2, { step: 'loading the policy model', stepStartedAtMs: now - 2_000 })];
+    for (const b of files) await writeJsonAtomic(progressFileOf(runDir, 1, 'sample', b.shard), b);
+    expect(progressFileOf(runDir, 1, 'sample', { index: 1, count: 3 })).toBe(path.join(runDir, 'iter-1', 'sample', 'shard-0001-of-0003', 'progress.json'));
+    const st = { ...(await runStatus(undefined, runsDir, 'r2')) };
+    expect(st.live).toHaveLength(1);
+    expect(statusLines(st)[1]).toMatch(/sample {3}16\/80 responses \(20%\) 3\.00 responses\/s ETA 2\d?s \(3 shards\)$/);
+    // A fresher heartbeat of shard 1 (from another host) wins over its file.
+    const withBeat = await withHeartbeat(runsDir, 'r2', shard(1, { done: 30, total: 40, unit: 'responses', rate: 1, updatedAtMs: now }));
+    expect(withBeat.live[0]?.done).toBe(40);
+    // The merge, started after the shards' last news, is the stage's line on its own.
+    await writeJsonAtomic(progressFileOf(runDir, 1, 'sample'), { stage: 'sample', iteration: 1, attempt: 1, done: 0, total: 0, unit: '', startedAtMs: now, updatedAtMs: now, phase: 'verifying', phaseStartedAtMs: now });
+    expect(statusLines(await runStatus(undefined, runsDir, 'r2'))[1]).toMatch(/sample {3}verifying… \(0s\)$/);
+    expect(combineShards([])).toBeUndefined();
+  });
 });
+
+async function withHeartbeat(runsDir: string, runId: string, beat: StageHeartbeat) {
+  const st = await runStatus(undefined, runsDir, runId);
+  st.live = [beat];
+  return withProgressFiles(st, path.join(runsDir, runId));
+}

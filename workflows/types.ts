@@ -209,6 +209,10 @@ export interface StageHeartbeat {
   /** When the stage program last printed a protocol line (progress, phase, alive). */
   lastLineAtMs?: number;
   attempt?: number;
+  /** The shard this beat is from (a sharded stage's shards each keep their own). */
+  shard?: ShardRef;
+  /** Set when `status` summed several shards into this one line: how many. */
+  shards?: number;
 }
 
 export type StagePhase = 'hashing inputs' | 'checking manifest' | 'waiting for lease' | 'waiting for a GPU slot' | 'running' | 'verifying';
