@@ -104,10 +104,12 @@ async function guardPartialState(outputDir: string, hash: string): Promise<void>
   await writeFile(marker, hash + '\n');
 }
 
+/** The record that superseded this attempt's lease, as an error; undefined while the lease is still ours. */
 async function lostLease(lease: StageLease, outputDir: string): Promise<LeaseLostError | undefined> {
   const by = await lease.supersededBy().catch(() => undefined); // unreadable now: the renewer decides
   return by === undefined ? undefined : new LeaseLostError(by === 'gone' ? undefined : by, outputDir);
 }
+/** An orphaned attempt: someone else owns the folder now. Retryable (the new owner's attempt is the one that counts). */
 const leaseLost = (e: LeaseLostError): ApplicationFailure => ApplicationFailure.retryable(`${e.message}: this attempt stopped writing`, 'StageLeaseLost');
 
 export function createStageActivities(deps: StageDeps): StageActivities {
