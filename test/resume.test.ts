@@ -71,6 +71,7 @@ describe('resume', () => {
     const runDir = path.join(runsDir, 'rs-replan');
     const first = await cli(trainFails, 'run', config, '--run-id', 'rs-replan', '--no-preflight');
     expect(first.exitCode, String(first.stderr)).toBe(1);
+    expect(first.stdout, String(first.stderr)).toContain('started run rs-replan');
     const failed = await record(runDir);
     expect(stageStatus(failed)).toMatchObject({ sample: 'done', score: 'done', pairs: 'done', train: 'failed' });
 
@@ -83,6 +84,11 @@ describe('resume', () => {
 
     const edited = path.join(dir, 'edited.yaml');
     await writeFile(edited, JSON.stringify({ ...cfg, train: { per_device_train_batch_size: 1 } }));
+    // pre-flighted like run: the fixture's model folders have no chat template, so without --no-preflight it is exit 2
+    const unchecked = await cli({}, 'resume', 'rs-replan', '--config', edited);
+    expect(unchecked.exitCode).toBe(2);
+    expect(unchecked.stderr).toContain(`${edited}: pre-flight failed`);
+    expect((await record(runDir)).configHash).toBe(failed.configHash);
     const res = await cli({}, 'resume', 'rs-replan', '--config', edited, '--no-preflight');
     expect(res.exitCode, String(res.stderr)).toBe(0);
     expect(res.stdout).toContain('changed train.per_device_train_batch_size; stage specs changed: train.');
