@@ -47,6 +47,7 @@ describe('report data from a run folder', () => {
     expect(Object.values(it1!.margins).map((v) => v.length)).toEqual([4, 4, 4]);
     expect(it1!.routeHow).toEqual({ label: 12 });
     expect(it1!.pairsTotal).toBe(12);
+    expect(it1!.tokens).toEqual({ chosen: 20, rejected: 8 });
     expect(it1!.samples.map((s) => s.domain).slice(0, 3)).toEqual(['CHAT', 'REASONING', 'SAFETY']); // in turn per domain
     expect(it1!.samples.filter((s) => s.split === 'test')).toHaveLength(3);
     expect(it1!.steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6]);
@@ -59,12 +60,13 @@ describe('report data from a run folder', () => {
     expect(it1!.judges.mt_bench!.informative).toBe(true);
     // iteration 2 failed in train: what score and pairs wrote is there, the rest is named
     expect(Object.keys(it2!.rewards).length).toBe(3);
-    expect(it2!.steps).toEqual([]);
+    expect(it2!.steps.map((x) => x.step)).toEqual([1, 2]); // from the failed stage's partial/metrics.jsonl
     expect(it2!.heldOut).toBeUndefined();
     expect(run.notes).toEqual([
       'the run is failed: train (iteration 2) failed; this report shows what its folder holds',
       'iteration 2: train failed: BadInput: pairs.jsonl:3: something went wrong',
       'iteration 2: evaluate not started',
+      'iteration 2: train not finished: its curves are the 2 steps logged so far (partial/metrics.jsonl)',
     ]);
   });
 
@@ -75,6 +77,7 @@ describe('report data from a run folder', () => {
     const html = renderHtmlReport(cmp, await gatherDetails(dir, cmp));
     expect(html).toContain('is recorded done but iter-1/train/manifest.json is missing');
     expect(html).toContain('<figcaption>SimPO training loss</figcaption><p class="note">no data</p>');
+    expect(html).toContain('No evaluate results yet.');
   });
 });
 

@@ -59,6 +59,9 @@ export async function makeReportRun(runsDir: string, o: Options): Promise<string
 
     if (k === 2 && !o.complete) {
       stages.push({ stage: 'train', iteration: k, queue: 'gpu', status: 'failed', error: 'BadInput: pairs.jsonl:3: something went wrong', durationMs: 500 });
+      // the steps it logged before failing
+      await mkdir(path.join(runDir, `iter-${k}`, 'train', 'partial'), { recursive: true });
+      await writeFile(path.join(runDir, `iter-${k}`, 'train', 'partial', 'metrics.jsonl'), jsonl([1, 2].map((step) => ({ step, loss: 0.69, 'rewards/accuracies': 0.5, 'rewards/margins': 0 }))));
       break;
     }
     const steps = Array.from({ length: 6 }, (_, i) => ({ step: i + 1, loss: 0.7 - 0.05 * i - 0.02 * k, 'rewards/chosen': -1, 'rewards/rejected': -1.5, 'rewards/accuracies': Math.min(1, 0.5 + 0.08 * i), 'rewards/margins': 0.1 * i - 0.05, learning_rate: 1e-6 }));

@@ -30,6 +30,8 @@ export interface IterationDetail {
   margins: Record<string, number[]>;
   chosenChars: number[];
   rejectedChars: number[];
+  /** Mean response tokens of the kept pairs' chosen and rejected sides (pairs stage metrics). */
+  tokens?: { chosen: number; rejected: number };
   /** How the score stage routed prompts (label, llm, endpoint, cache, …) → prompt count. */
   routeHow: Record<string, number>;
   steps: TrainStep[];
@@ -92,6 +94,8 @@ async function scoreDetail(runDir: string, k: number, d: IterationDetail, notes:
 async function pairsDetail(runDir: string, k: number, d: IterationDetail, notes: string[]): Promise<boolean> {
   const f = await stageFiles(runDir, k, 'pairs');
   if (!f) return false;
+  const ct = num(f.metrics.chosen_tokens_mean), rt = num(f.metrics.rejected_tokens_mean);
+  if (ct !== undefined && rt !== undefined) d.tokens = { chosen: ct, rejected: rt };
   const byDomain: Record<string, PairSample[]> = {};
   for (const [name, split] of [['pairs', 'train'], ['pairs_test', 'test']] as const) {
     readNote(notes, `iteration ${k}: pairs ${name}`, await eachJsonl(f.outputs[name], (row) => {
@@ -119,8 +123,9 @@ async function pairsDetail(runDir: string, k: number, d: IterationDetail, notes:
 
 async function trainDetail(runDir: string, k: number, d: IterationDetail, notes: string[]): Promise<boolean> {
   const f = await stageFiles(runDir, k, 'train');
-  if (!f) return false;
-  readNote(notes, `iteration ${k}: train metrics`, await eachJsonl(f.outputs.metrics, (row) => {
+  // An unfinished train stage (running, failed, cancelled) keeps the steps logged so far in partial/metrics.jsonl.
+  const partial = path.join(runDir, `iter-${k}`, 'train', 'partial', 'metrics.jsonl');
+  const read = await eachJsonl(f ? f.outputs.metrics : partial, (row) => {
     const step = num(row.step);
     if (step === undefined) return;
     const s: TrainStep = { step };
@@ -129,7 +134,12 @@ async function trainDetail(runDir: string, k: number, d: IterationDetail, notes:
     if (acc !== undefined) s.accuracy = acc;
     if (margin !== undefined) s.margin = margin;
     d.steps.push(s);
-  }));
+  });
+  if (!f) {
+    if (read.rows) notes.push(`iteration ${k}: train not finished: its curves are the ${read.rows} steps logged so far (partial/metrics.jsonl)`);
+    return false;
+  }
+  readNote(notes, `iteration ${k}: train metrics`, read);
   const acc = num(f.metrics['eval_rewards/accuracies']);
   if (acc !== undefined) {
     const n = num(f.metrics.test_pairs), loss = num(f.metrics.eval_loss), margin = num(f.metrics['eval_rewards/margins']);

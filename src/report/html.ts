@@ -14,7 +14,7 @@ function scaleOf(key: string): { fixed?: [number, number]; label: string } {
   return { label: `${key} (axis from 0)` };
 }
 
-const EVAL_KEY = /\.(score|win_rate|lc_win_rate|turn\d+)$/;
+const EVAL_KEY = /\.(score|win_rate|lc_win_rate)$/; // the table's columns (per-category scores have bar charts)
 
 function seriesName(cmp: Comparison, runId: string, k: number): string {
   return cmp.runs.length === 1 ? `iteration ${k}` : `${runId} it${k}`;
@@ -60,7 +60,8 @@ function evalSection(cmp: Comparison, details: RunDetail[]): string {
     jrows.push([run.runId, String(d.iteration), b, j.judge ?? '–', j.informative ? 'informative' : UNINFORMATIVE, j.positionConsistency !== undefined ? j.positionConsistency.toFixed(2) : '–', j.reasons.join('; ') || '–']);
   }
   const judges = jrows.length ? `<h3>Judge</h3>${table(['run', 'iter', 'benchmark', 'judge', 'verdict', 'position consistency', 'why'], jrows)}` : '';
-  return `<section id="evaluation"><h2>Evaluation</h2><div class="charts">${charts.join('')}${cats.join('')}</div>${judges}</section>`;
+  const none = charts.length + cats.length + jrows.length === 0 ? '<p class="note">No evaluate results yet.</p>' : '';
+  return `<section id="evaluation"><h2>Evaluation</h2>${none}<div class="charts">${charts.join('')}${cats.join('')}</div>${judges}</section>`;
 }
 
 function routingSection(cmp: Comparison, details: RunDetail[]): string {
@@ -84,9 +85,9 @@ function distributionSection(cmp: Comparison, details: RunDetail[]): string {
   const mean = (v: number[]) => (v.length ? (v.reduce((a, b) => a + b, 0) / v.length).toFixed(0) : '–');
   const lrows = its.filter((x) => x.d.chosenChars.length).map((x) => {
     const longer = x.d.chosenChars.filter((c, i) => c > x.d.rejectedChars[i]!).length;
-    return [x.name, String(x.d.chosenChars.length), mean(x.d.chosenChars), mean(x.d.rejectedChars), `${((100 * longer) / x.d.chosenChars.length).toFixed(0)} %`];
+    return [x.name, String(x.d.chosenChars.length), mean(x.d.chosenChars), mean(x.d.rejectedChars), x.d.tokens?.chosen.toFixed(1) ?? '–', x.d.tokens?.rejected.toFixed(1) ?? '–', `${((100 * longer) / x.d.chosenChars.length).toFixed(0)} %`];
   });
-  const ltable = lrows.length ? table(['iteration', 'pairs', 'chosen chars (mean)', 'rejected chars (mean)', 'chosen longer'], lrows) : '';
+  const ltable = lrows.length ? table(['iteration', 'pairs', 'chosen chars (mean)', 'rejected chars (mean)', 'chosen tokens (mean)', 'rejected tokens (mean)', 'chosen longer (chars)'], lrows) : '';
   return `<section id="rewards"><h2>Rewards, margins and lengths</h2><div class="charts">${rewards}${margins}${lengths}</div>${ltable}</section>`;
 }
 
