@@ -11,6 +11,9 @@ import { writeWorkflowBundle } from '../src/workflowBundle';
 import { adoptMovedManifest } from '../activities/relocate';
 import { hashPath, specHash } from '../activities/manifests';
 import { writeJsonAtomic } from '../src/runStore';
+import { changedKeys, replanRun } from '../src/client/replan';
+import { validateConfig } from '../src/config/load';
+import { configHash, resolvePlan } from '../src/config/resolve';
 import { baseConfig, fixtureScripts, tmpDir, uniqueQueues } from './helpers';
 
 const bin = path.join(projectRoot, 'bin/ratioloop.js');
@@ -210,5 +213,34 @@ describe('adoptMovedManifest', () => {
     const b = await movedStage({});
     await writeFile(path.join(b.out(b.newRun), 'scores.jsonl'), 'changed\n');
     expect(await b.check()).toBeUndefined(); // an output changed after the move
+  });
+});
+
+describe('replanRun', () => {
+  async function recorded(raw: Record<string, unknown>, iterations?: number) {
+    const dir = await tmpDir('ratioloop-replan-');
+    const base = { ...(await baseConfig(dir)), evaluate: { enabled: false }, ...raw };
+    const config = validateConfig(base).config!;
+    const configPath = path.join(dir, 'config.yaml');
+    const plan = resolvePlan(config, { configPath, runId: 'r1', ...(iterations ? { iterations } : {}) });
+    const rec = { runId: 'r1', createdAt: '', updatedAt: '', status: 'failed', configHash: configHash(config), config, plan, versions: {}, workflowRunIds: [], stages: [] } as RunRecord;
+    const edit = (more: Record<string, unknown>, opts: { iterations?: number; runDir?: string } = {}) =>
+      replanRun(rec, validateConfig({ ...base, ...more }).config!, { configPath, runDir: opts.runDir ?? plan.runDir, ...(opts.iterations ? { iterations: opts.iterations } : {}) });
+    return { rec, edit, base };
+  }
+
+  it('names the changed keys and stages, keeps the recorded iteration count unless the key changed, and refuses a new seed', async () => {
+    const { rec, edit } = await recorded({}, 5); // started with run --iterations 5
+    const score = edit({ score: { batch_size: 2 } });
+    expect(score.change).toMatchObject({ changedKeys: ['score.batch_size'], changedStages: ['score'] });
+    expect(score.plan.iterations).toBe(5);
+    expect(edit({ iterations: 3 }).plan.iterations).toBe(3);
+    expect(edit({}, { iterations: 4 }).plan.iterations).toBe(4);
+    expect(edit({}).change).toBeUndefined();
+    const withEval = edit({ evaluate: { enabled: true } });
+    expect(withEval.change?.addedStages).toEqual(['evaluate']);
+    expect(edit({}, { runDir: '/elsewhere/runs/r1' }).plan.runDir).toBe('/elsewhere/runs/r1');
+    expect(() => edit({ seed: rec.plan.seed + 1 })).toThrow(/seed .* is part of a run's identity/);
+    expect(changedKeys({ a: { b: 1, c: [1] } }, { a: { b: 1, c: [2] }, d: null })).toEqual(['a.c']);
   });
 });
