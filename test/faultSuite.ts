@@ -53,6 +53,12 @@ export function fixtureEnv(fixture: Record<string, unknown> = {}, fault?: string
   };
 }
 
+/** Worker environment for the real stage programs (scripts/), with `fault`; the lease timing of fixtureEnv. */
+export function realEnv(fault?: string): Record<string, string> {
+  const { RATIOLOOP_SCRIPTS_DIR: _scripts, RATIOLOOP_FIXTURE: _fixture, ...env } = fixtureEnv({}, fault);
+  return env;
+}
+
 const text = (f: string): Promise<string> => readFile(f, 'utf8').catch(() => '');
 
 /** Lines of <runDir>/faults.log (written by the fault hooks) and invocations.log (by the fixture stages). */

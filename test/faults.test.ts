@@ -6,7 +6,9 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, inject, it } from 'vitest';
+import { execa } from 'execa';
 import { freePort, startDevServer, type DevServer } from '../src/devServer';
+import { projectRoot, pythonPath } from '../src/paths';
 import { tmpDir } from './helpers';
 import { cli, cliWith, killChildren, waitFor, worker } from './processes';
 import {
@@ -15,6 +17,7 @@ import {
   faultLog,
   finishedStages,
   fixtureEnv,
+  realEnv,
   invocations,
   outcome,
   recomputed,
@@ -39,10 +42,13 @@ const F = {
   cancel: 'a cancel with no worker alive (then resume)',
   oomKill: 'the stage process killed -9 (OOM killer)',
   frozen: 'a worker frozen past its heartbeat timeout (orphaned attempt)',
+  realBeforeRename: 'kill -9 of the worker before the manifest rename (real score stage)',
 } as const;
 const rows: Row[] = [];
 let bundle: string;
 let baseline: Promise<Record<string, string[]>>;
+let realBaseline: Promise<Record<string, string[]>>;
+let tinyModels: string;
 
 afterAll(async () => {
   await killChildren();
@@ -57,6 +63,44 @@ async function newRun(runId: string, edit?: (raw: Record<string, unknown>) => vo
     raw.iterations = 1;
     edit?.(raw);
   });
+}
+
+/** The real stage programs on tiny random models (as test/e2e.test.ts): 2 prompts × 2 responses of 8 tokens; no evaluation. */
+const realRun = (runId: string) =>
+  newRun(runId, (raw) => {
+    const models = raw.models as Record<string, { path: string }>;
+    for (const [name, m] of Object.entries(models)) m.path = path.join(tinyModels, name === 'weak' ? 'weak' : 'strong');
+    (raw.prompts as Record<string, unknown>).limit = 2;
+    Object.assign(raw.sample as Record<string, unknown>, { n: 2, max_new_tokens: 8 });
+    Object.assign(raw.train as Record<string, unknown>, { max_length: 128, max_prompt_length: 64 });
+    (raw.evaluate as Record<string, unknown>).enabled = false;
+  });
+
+/** An undisturbed run's artifacts: the comparison for every row of its kind. */
+async function undisturbed(run: Run, real: boolean): Promise<Record<string, string[]>> {
+  const control = real ? (await startReal(run)).control : undefined;
+  const w = real ? worker(run.address, 'cpu,gpu', run.config, realEnv(), ['--bundle', bundle]) : fixtureWorker(run);
+  if (!real) await start(run);
+  const got = await outcome(run);
+  w.kill('SIGTERM');
+  control?.kill('SIGTERM');
+  if (got.outcome !== 'completed') throw new Error(`the undisturbed run ${run.runId} ${got.outcome}: ${got.error}`);
+  const a = await artifacts(run.runDir);
+  const stages = real ? 3 : 5;
+  if (Object.keys(a).length !== stages) throw new Error(`the undisturbed run ${run.runId} left ${Object.keys(a).length} stages with manifests, not ${stages}`);
+  return a;
+}
+
+/**
+ * A real run: its control worker, the run started with train skipped (\`ratioloop skip-stage\`: the costliest stage,
+ * which adds nothing to these faults), then the caller starts the stage workers.
+ */
+async function startReal(run: Run): Promise<{ control: ReturnType<typeof worker> }> {
+  const control = worker(run.address, 'control', run.config, realEnv(), ['--bundle', bundle]);
+  await start(run);
+  const r = await cli(run.address, 'skip-stage', run.runId, '1', 'train', '--runs-dir', run.runsDir);
+  if (r.exitCode !== 0) throw new Error(`ratioloop skip-stage exited ${r.exitCode}: ${r.stderr}`);
+  return { control }; // wrapped: an async function returning the process itself would wait for it to exit
 }
 
 /** Start a run (no worker in the CLI: the worker processes serve it). */
@@ -77,14 +121,14 @@ const reached = (run: Run, what: string) => waitFor(what, async () => (await fau
 const started = (run: Run, stage: string) => waitFor(`${stage} to start`, async () => (await invocations(run)).includes(`1 ${stage} `), 120_000);
 
 /** Measure what the fault left, record the row (shown in the table even when it fails) and return it. */
-async function finish(fault: string, run: Run, snap: Snapshot, t0: number, expected: Outcome, opts: { note?: string; got?: { outcome: Outcome; error?: string } } = {}): Promise<Row> {
+async function finish(fault: string, run: Run, snap: Snapshot, t0: number, expected: Outcome, opts: { note?: string; got?: { outcome: Outcome; error?: string }; real?: boolean } = {}): Promise<Row> {
   const got = opts.got ?? (await outcome(run));
   const again = await recomputed(run, snap);
-  const diff = differences(await artifacts(run.runDir), await baseline);
+  const diff = differences(await artifacts(run.runDir), await (opts.real ? realBaseline : baseline));
   const notes = [opts.note, again.length ? `recomputed: ${again.join(', ')}` : '', diff.length ? `differ: ${diff.join(', ')}` : '', got.error && got.outcome !== expected ? got.error.slice(0, 200) : ''];
   const row: Row = {
     fault,
-    stages: 'fixture',
+    stages: opts.real ? 'real' : 'fixture',
     outcome: got.outcome,
     recomputed: again.length,
     identical: diff.length ? 'no' : 'yes',
@@ -123,17 +167,12 @@ describe.concurrent('fault suite', () => {
     const b = await cli(inject('temporalAddress'), 'bundle', '--out', bundle);
     if (b.exitCode !== 0) throw new Error(`ratioloop bundle: ${b.stderr}`);
     // The undisturbed run every row is compared with (same config, same seed); rows start meanwhile.
-    baseline = (async () => {
-      const run = await newRun('undisturbed');
-      const w = fixtureWorker(run);
-      await start(run);
-      const got = await outcome(run);
-      w.kill('SIGTERM');
-      if (got.outcome !== 'completed') throw new Error(`the undisturbed run ${got.outcome}: ${got.error}`);
-      const a = await artifacts(run.runDir);
-      if (Object.keys(a).length !== 5) throw new Error(`the undisturbed run left ${Object.keys(a).length} stages with manifests, not 5`);
-      return a;
-    })();
+    baseline = newRun('undisturbed').then((run) => undisturbed(run, false));
+    tinyModels = path.join(dir, 'models');
+    const tiny = (name: string, seed: number) => execa(pythonPath(), ['-m', 'ratioloop_py.tiny', '--out', path.join(tinyModels, name), '--seed', String(seed)], { cwd: path.join(projectRoot, 'scripts') });
+    const models = Promise.all([tiny('strong', 1), tiny('weak', 2)]);
+    realBaseline = models.then(() => realRun('undisturbed-real')).then((run) => undisturbed(run, true));
+    realBaseline.catch(() => undefined);
     baseline.catch(() => undefined); // awaited by each row
   });
 
@@ -311,5 +350,20 @@ describe.concurrent('fault suite', () => {
       w1.kill('SIGKILL');
       w2.kill('SIGTERM');
     }
+  });
+  it('kill -9 of the worker in the last second before the real score stage renames its manifest', async ({ expect }) => {
+    await realBaseline.catch(() => undefined); // the tiny models exist once it ran (and two real runs at once would crowd 2 cores)
+    const t0 = Date.now();
+    const run = await realRun('real-before-rename');
+    const { control } = await startReal(run);
+    const w1 = worker(run.address, 'cpu,gpu', run.config, realEnv('hold@before-manifest-rename:score:1'), ['--bundle', bundle]);
+    await reached(run, 'reached before-manifest-rename score 1');
+    const snap = await finishedStages(run);
+    await kill9(w1);
+    const w2 = worker(run.address, 'cpu,gpu', run.config, realEnv(), ['--bundle', bundle]);
+    const row = await finish(F.realBeforeRename, run, snap, t0, 'completed', { real: true, note: 'tiny random models, train skipped; the retry resumes from partial/' });
+    w2.kill('SIGTERM');
+    control.kill('SIGTERM');
+    expect(row).toMatchObject({ green: true });
   });
 });
