@@ -250,7 +250,8 @@ describe.concurrent('fault suite', () => {
     const run = await newRun('big-line');
     const w = fixtureWorker(run, { score: { big_line_attempts: 1 } });
     await start(run);
-    const row = await finish(F.bigLine, run, new Map(), t0, 'completed');
+    await started(run, 'score');
+    const row = await finish(F.bigLine, run, await finishedStages(run), t0, 'completed');
     w.kill('SIGTERM');
     // Nothing lost: the attempt log keeps the whole line (the failure carried a bounded tail).
     const log = path.join(run.runDir, 'iter-1/score/logs/attempt-1.stderr.log');
@@ -308,7 +309,8 @@ describe.concurrent('fault suite', () => {
     });
     const w = fixtureWorker(run, { train: { hang_attempts: 1 } });
     await start(run);
-    const row = await finish(F.hung, run, new Map(), t0, 'completed');
+    await started(run, 'train');
+    const row = await finish(F.hung, run, await finishedStages(run), t0, 'completed');
     w.kill('SIGTERM');
     const types = await failureTypes(run, 'iter-1/train');
     row.note = `attempt 1: ${types.join(', ')} after train.stallTimeout 5 s; retried`;
@@ -321,7 +323,8 @@ describe.concurrent('fault suite', () => {
     const run = await newRun('sigkill');
     const w = fixtureWorker(run, { score: { sigkill_attempts: 1 } });
     await start(run);
-    const row = await finish(F.oomKill, run, new Map(), t0, 'completed');
+    await started(run, 'score');
+    const row = await finish(F.oomKill, run, await finishedStages(run), t0, 'completed');
     w.kill('SIGTERM');
     const types = await failureTypes(run, 'iter-1/score');
     row.note = `attempt 1: ${types.join(', ')}; retried`;
