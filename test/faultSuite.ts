@@ -136,8 +136,8 @@ export interface Row {
   fault: string;
   stages: 'fixture' | 'real';
   outcome: string;
-  recomputed: number | '—';
-  identical: 'yes' | 'no' | '—';
+  recomputed: number;
+  identical: 'yes' | 'no';
   seconds: number;
   note: string;
   /** The row is what it must be: the expected outcome, 0 recomputed, identical artifacts. */

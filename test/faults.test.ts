@@ -1,5 +1,6 @@
-// The fault suite (issue #14 item 8): a reduced copy of the embedded default (configs/tiny.yaml, one iteration, fixture
-// stage programs) run by real worker processes, one fault injected per run. Each row asserts what the table claims: the
+// The fault suite (issue #14 item 8): a reduced copy of the embedded default (configs/tiny.yaml, one iteration; fixture
+// stage programs, the real ones on tiny models for the row about a real stage) run by real worker processes, one fault
+// injected per run. Each row asserts what the table claims: the
 // run ends as expected, no finished stage ran again, and every artifact equals an undisturbed run's with the same seed.
 // The rows run concurrently (most of their time is waiting out heartbeat timeouts); the table is printed at the end
 // (README, "Fault suite").
