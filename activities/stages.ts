@@ -23,6 +23,8 @@ import { progressFileOf } from '../src/progressFile';
 import type { GpuSlotPool, SlotLease } from '../src/gpuSlots';
 import { slotEnv, takeStageSlots } from './stageSlots';
 import { acquireLease, defaultTiming, keepRenewed, LeaseHeldError, LeaseLostError, newOwner, type LeaseTiming, type StageLease } from '../src/stageLease';
+import { attemptTag, isFollower, waitForMainSpec } from './gangRank';
+import { machineName } from '../src/queues';
 
 export interface StageDeps {
   python: string;
@@ -122,12 +124,16 @@ export function createStageActivities(deps: StageDeps): StageActivities {
       const ctx = Context.current();
       const { timing, renewMs } = leaseTiming(ctx.info.heartbeatTimeoutMs);
       const started = Date.now();
+      // A gang's rank runs once per gang attempt: the gang's attempt numbers its files, ranks > 0 add `.rank<r>`.
+      const { attempt, suffix } = attemptTag(req, ctx.info.attempt);
+      const follower = isFollower(req);
       // Heartbeat from the first moment to the last, with the phase: hashing a 16 GB input or re-hashing outputs takes
       // longer than the heartbeat timeout, which runs from the attempt's start. The SDK throttles what reaches the server;
       // the stage folder's progress.json gets every change within about a second (src/progressFile.ts).
       const progress = new StageProgress({
-        stage: req.stage, iteration: req.iteration, attempt: ctx.info.attempt, startedAtMs: started, ...(req.shard ? { shard: req.shard } : {}),
-        heartbeat: (b) => ctx.heartbeat(b), file: progressFileOf(req.runDir, req.iteration, req.stage, req.shard),
+        stage: req.stage, iteration: req.iteration, attempt, startedAtMs: started, ...(req.shard ? { shard: req.shard } : {}),
+        // Ranks > 0 share rank 0's folder: its progress.json is rank 0's.
+        heartbeat: (b) => ctx.heartbeat(b), ...(follower ? {} : { file: progressFileOf(req.runDir, req.iteration, req.stage, req.shard) }),
       });
       const phase = (p: StagePhase): void => progress.phase(p);
       const timer = setInterval(() => ctx.heartbeat(progress.current), 2_000);
@@ -166,32 +172,40 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(existing), metrics: existing.metrics, skipped: true, durationMs: 0 };
         }
         await mkdir(outputDir, { recursive: true });
-        // Own the folder before anything in it is touched (an orphaned attempt may still be writing here).
-        const { lease, contested } = await takeLease(outputDir);
-        // Someone else held the folder: it may have finished the stage meanwhile.
-        const current = contested ? await readManifest(outputDir) : existing;
-        if (contested && current && !(await manifestProblem(current, hash, hashing))) {
-          return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(current), metrics: current.metrics, skipped: true, durationMs: 0 };
+        let lease: StageLease | undefined; // ranks > 0 of a gang hold none: rank 0 owns the shared folder
+        let specPath = path.join(outputDir, 'spec.json');
+        if (follower) {
+          specPath = await waitForMainSpec(outputDir, hash, { signal: stop.signal, timeoutMs: (deps.lease?.waitMs ?? timing.ttlMs + timing.skewMs + 30_000) + 60_000, onWait: () => phase('waiting for machine rank 0') });
+        } else {
+          // Own the folder before anything in it is touched (an orphaned attempt may still be writing here).
+          const taken = await takeLease(outputDir);
+          lease = taken.lease;
+          const contested = taken.contested;
+          // Someone else held the folder: it may have finished the stage meanwhile.
+          const current = contested ? await readManifest(outputDir) : existing;
+          if (contested && current && !(await manifestProblem(current, hash, hashing))) {
+            return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(current), metrics: current.metrics, skipped: true, durationMs: 0 };
+          }
+          // Finished where the run folder used to be (moved or mounted elsewhere): done here too. It rewrites spec.json and
+          // the manifest, so only as the folder's owner.
+          const moved = current ? await adoptMovedManifest({ runDir: req.runDir, outputDir, spec, hash, hashing }) : undefined;
+          if (moved) {
+            ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done where the run folder used to be: manifest rewritten for here, skipping`);
+            return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(moved), metrics: moved.metrics, skipped: true, durationMs: 0 };
+          }
+          await guardPartialState(outputDir, hash);
         }
-        // Finished where the run folder used to be (moved or mounted elsewhere): done here too. It rewrites spec.json and
-        // the manifest, so only as the folder's owner.
-        const moved = current ? await adoptMovedManifest({ runDir: req.runDir, outputDir, spec, hash, hashing }) : undefined;
-        if (moved) {
-          ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done where the run folder used to be: manifest rewritten for here, skipping`);
-          return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(moved), metrics: moved.metrics, skipped: true, durationMs: 0 };
-        }
-        await guardPartialState(outputDir, hash);
-        const specPath = path.join(outputDir, 'spec.json');
         // A batch halved after running out of memory: outside the spec hash, so partial work is kept (stageRetry.ts).
         const throughput = await throughputFor(outputDir, hash);
-        await writeJsonAtomic(specPath, { ...spec, ...(throughput ? { throughput } : {}), specHash: hash });
+        if (!follower) await writeJsonAtomic(specPath, { ...spec, ...(throughput ? { throughput } : {}), specHash: hash });
 
         if (deps.slots) {
           slots = await takeStageSlots(req, { pool: deps.slots, viaPermit: deps.viaPermit ?? false, signal: stop.signal, onWait: () => phase('waiting for a GPU slot') });
         }
         // Which worker ran which attempt: with worker pools on many machines, this is where to look for its logs.
-        await writeJsonAtomic(path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.worker.json`), {
+        await writeJsonAtomic(path.join(outputDir, 'logs', `attempt-${attempt}${suffix}.worker.json`), {
           hostname: os.hostname(),
+          ...(req.gang ? { machine: machineName(), gang: { rank: req.gang.rank, machines: req.gang.machines, attempt: req.gang.attempt } } : {}),
           pid: process.pid,
           taskQueue: ctx.info.taskQueue,
           ...(deps.slots?.pinned ? { gpus: slots?.devices ?? [] } : {}),
@@ -203,7 +217,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         // The timer above beats while the process lives, even when it prints nothing (model loading): a dead worker is
         // what the heartbeat timeout must catch.
         phase('running');
-        const attemptLog = path.join(outputDir, 'logs', `attempt-${ctx.info.attempt}.stderr.log`);
+        const attemptLog = path.join(outputDir, 'logs', `attempt-${attempt}${suffix}.stderr.log`);
         try {
           await runPythonStage({
             python: stagePython(req.stage, req.params, deps.python, pythonPath()), // .venv-vllm for vLLM stages
@@ -214,7 +228,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
             killGraceMs: deps.killGraceMs,
             logFile: attemptLog,
             environment: stageEnvironment(process.env, req.params),
-            env: { RATIOLOOP_ATTEMPT: String(ctx.info.attempt), ...lease.env(Math.min(2_000, renewMs)), ...(await mergeEnv(req, outputDir)), ...slotEnv(deps.slots, slots) },
+            env: { RATIOLOOP_ATTEMPT: String(attempt), ...lease?.env(Math.min(2_000, renewMs)), ...(await mergeEnv(req, outputDir)), ...slotEnv(deps.slots, slots), ...req.gang?.env },
             ...(req.stallTimeoutMs ? { stallTimeoutMs: req.stallTimeoutMs } : {}),
             onEvent: (ev) => {
               progress.event(ev);
@@ -223,20 +237,22 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           });
         } catch (e) {
           // The stage process kills itself when it sees the takeover first (ratioloop_py/lease.py): still a lost lease.
-          const lost = owned?.lost ?? (await lostLease(lease, outputDir));
+          const lost = owned?.lost ?? (lease && (await lostLease(lease, outputDir)));
           if (lost) throw leaseLost(lost);
           if (e instanceof PythonStageError && e.cancelled) throw new CancelledFailure(`${req.stage} cancelled; its process group was killed`);
           if (e instanceof StageStalledError) ctx.log.warn(`[${req.stage}] ${e.message}`, { ...e.stall });
           throw await afterFailure(toFailure(e, { host: os.hostname(), attemptLog }), {
-            stage: req.stage, outputDir, specHash: hash, params: spec.params, attempt: ctx.info.attempt,
+            stage: req.stage, outputDir, specHash: hash, params: spec.params, attempt,
             activity: `${ctx.info.workflowExecution?.runId ?? ''}/${ctx.info.activityId}`, maxFailures: req.maxFailures, throughput,
           });
         }
 
         slots?.release(); // the process is gone: the next stage may have its devices while this one verifies
         // Exit 0 after the lease was lost (before the renewer noticed) is an orphan's result: not this attempt's to verify.
-        const lost = owned?.lost ?? (await lostLease(lease, outputDir));
+        const lost = owned?.lost ?? (lease && (await lostLease(lease, outputDir)));
         if (lost) throw leaseLost(lost);
+        // Ranks > 0 write no manifest: rank 0's proves the stage.
+        if (follower) return { stage: req.stage, iteration: req.iteration, outputs: {}, metrics: {}, skipped: false, durationMs: Date.now() - started };
         phase('verifying');
         const manifest = await readManifest(outputDir);
         const problem = await manifestProblem(manifest, hash, hashing);
@@ -250,7 +266,7 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         let waited = false;
         let lease: StageLease;
         try {
-          lease = await acquireLease(outputDir, newOwner({ attempt: ctx.info.attempt, activityId: ctx.info.activityId, workflowRunId: ctx.info.workflowExecution?.runId }), {
+          lease = await acquireLease(outputDir, newOwner({ attempt, activityId: ctx.info.activityId, workflowRunId: ctx.info.workflowExecution?.runId }), {
             timing,
             waitMs: deps.lease?.waitMs ?? timing.ttlMs + timing.skewMs + 30_000,
             pollMs: deps.lease?.pollMs ?? 1_000,

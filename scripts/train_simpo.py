@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.io import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl, read_partial_jsonl  # noqa: E402
 from ratioloop_py.launch import (  # noqa: E402
-    LAUNCHED_ENV, RESOLVED_ENV, accelerate_config, build_command, clear_status, exit_as_ranks, resolve_launch,
-    set_parent_death_signal, supervise, under_launcher, write_status,
+    LAUNCHED_ENV, RESOLVED_ENV, accelerate_config, build_command, config_file_name, clear_status, exit_as_ranks,
+    resolve_launch, set_parent_death_signal, supervise, under_launcher, write_status,
 )
 from ratioloop_py.stage import Stage, _is_oom, run_stage, spec_hash, world  # noqa: E402
 
@@ -208,7 +208,7 @@ def run_supervisor(stage: Stage, p: dict[str, Any]) -> None:
 
     import yaml
 
-    cfg_path = partial / "accelerate_config.yaml"
+    cfg_path = partial / config_file_name(L)  # machines share the folder: one file each
     cfg_path.write_text(yaml.safe_dump(accelerate_config(L, p["gradient_accumulation_steps"]), sort_keys=True))
     cmd = build_command(cfg_path, SCRIPT, stage.spec_path)
     # This process holds the stage folder's lock for the whole run; the ranks must not wait for it.

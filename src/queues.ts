@@ -112,11 +112,17 @@ export function queueNames(n: QueueNaming = {}): RunQueues {
   return out;
 }
 
+/** This machine's name for its host queue and gang claims: $RATIOLOOP_HOSTNAME (tests pretending to be several hosts,
+ * containers whose host name is not stable), else the host name. */
+export function machineName(env: NodeJS.ProcessEnv = process.env): string {
+  return env.RATIOLOOP_HOSTNAME || os.hostname();
+}
+
 /**
  * A worker's own queue (Temporal's worker-specific task queue pattern): work that must run on this machine, such as
  * one machine rank of a gang. Named after the gpu queue, so it shares its prefix.
  */
-export function hostQueueName(gpuQueue: string, hostname: string = os.hostname()): string {
+export function hostQueueName(gpuQueue: string, hostname: string = machineName()): string {
   const host = hostname.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 200 - gpuQueue.length - 6) || 'host';
   return `${gpuQueue}-host-${host}`;
 }

@@ -40,7 +40,7 @@ describe('config validation', () => {
     ['prompt_length ≥ max_length', (c) => (c.train = { max_length: 128, max_prompt_length: 256 }), 'train.max_prompt_length: must be below train.max_length'],
     ['seeds count ≠ n', (c) => (c.sample = { n: 3, seeds: [1, 2] }), 'sample.seeds:'],
     ['router kind typo', (c) => (c.score = { router: { kind: 'llmm' } }), 'score.router.kind:'],
-    ['multi-node without an address', (c) => (c.train = { launch: { num_machines: 2 } }), 'train.launch.main_process_ip: required'],
+    ['multi-node processes not split evenly', (c) => (c.train = { launch: { num_machines: 2, num_processes: 3 } }), 'train.launch.num_processes: is the total'],
     ['endpoint with a bad env var name', (c) => (c.models.judge = { endpoint: { base_url: 'https://api.example.com/v1', model: 'gpt-4', api_key_env: 'my key' } } as never), 'models.judge.endpoint.api_key_env:'],
     ['bad task queue name', (c) => (c.taskQueues = { gpu: 'gpu queue!' }), 'taskQueues.gpu:'],
     ['top_p zero', (c) => (c.sample = { top_p: 0 }), 'sample.top_p:'],

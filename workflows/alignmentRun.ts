@@ -30,6 +30,7 @@ import {
   unpauseUpdate,
 } from './messages';
 import { CONTROL_ACTIVITY_OPTIONS, stageActivityOptions } from './activityOptions';
+import { gangMachines, runGang } from './gang';
 import { iterationStatuses, nextPolicy, shardSetting, skipProblem, stageInputs } from './plan';
 import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumePoint, ShardSetting, StageName, StageRequest, StageResult, StageStatus } from './types';
 
@@ -43,6 +44,9 @@ export const PATCHES = {
   /** v3: sample/score with `shards` other than 1 run as K shard activities and a merge. Only such stages run patched(),
    * so unsharded runs keep their command sequence. */
   shardedStages: 'ratioloop-sharded-stages-v3',
+  /** v1: train with launch.num_machines > 1 runs as a gang (workflows/gang.ts): claims, one rank per machine. Only
+   * such stages run patched(), so one-machine training keeps its command sequence. */
+  gangTraining: 'ratioloop-gang-training-v1',
 } as const;
 
 function stageActivities(plan: RunPlan, stage: StageName): StageActivities {
@@ -187,7 +191,9 @@ export async function alignmentRun(plan: RunPlan, opts: RunOptions = {}): Promis
         const sharding = shardSetting(plan, stage);
         const result = sharding !== undefined && patched(PATCHES.shardedStages)
           ? await runSharded(plan, control, req, sharding, status)
-          : await stageActivities(plan, stage).runStage(req);
+          : stage === 'train' && gangMachines(req.params) > 1 && patched(PATCHES.gangTraining)
+            ? await runGang(plan, req, status)
+            : await stageActivities(plan, stage).runStage(req);
         done[stage] = result;
         status.status = result.skipped ? 'skipped' : 'done';
         status.finishedAt = new Date(Date.now()).toISOString();

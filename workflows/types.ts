@@ -129,6 +129,17 @@ export interface StageRequest {
   stallTimeoutMs?: number;
   /** One shard of a sharded stage: its own folder (shard-000i-of-000K) and `params.shard` in its spec. */
   shard?: ShardRef;
+  /** One machine rank of a multi-node training gang (workflows/gang.ts); its rendezvous is in `env`, never the spec. */
+  gang?: GangRankRef;
+}
+
+export interface GangRankRef {
+  rank: number;
+  machines: number;
+  /** The gang's attempt (each rank activity runs once; the gang is what is retried): names the attempt's logs. */
+  attempt: number;
+  /** RATIOLOOP_MACHINE_RANK and rank 0's RATIOLOOP_MAIN_PROCESS_IP/_PORT, for the stage process. */
+  env: Record<string, string>;
 }
 
 export interface ShardRef {
@@ -215,4 +226,4 @@ export interface StageHeartbeat {
   shards?: number;
 }
 
-export type StagePhase = 'hashing inputs' | 'checking manifest' | 'waiting for lease' | 'waiting for a GPU slot' | 'running' | 'verifying';
+export type StagePhase = 'hashing inputs' | 'checking manifest' | 'waiting for lease' | 'waiting for a GPU slot' | 'waiting for machine rank 0' | 'running' | 'verifying';

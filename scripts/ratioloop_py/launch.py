@@ -25,6 +25,10 @@ from .errors import BadInput
 
 LAUNCHED_ENV = "RATIOLOOP_LAUNCHED"
 MACHINE_RANK_ENV = "RATIOLOOP_MACHINE_RANK"  # overrides params.launch.machine_rank on machines 1..n-1
+# A gang's rendezvous (workflows/gang.ts): rank 0's address and port, given to every machine through its environment so
+# the spec (and its hash) stays the same on whichever hosts a gang attempt lands.
+MAIN_IP_ENV = "RATIOLOOP_MAIN_PROCESS_IP"
+MAIN_PORT_ENV = "RATIOLOOP_MAIN_PROCESS_PORT"
 RESOLVED_ENV = "RATIOLOOP_LAUNCH_RESOLVED"  # the supervisor's resolved launch block (JSON), read by the ranks
 STATUS_PREFIX = "exit_status.rank"
 STATUS_DIR_ENV = "RATIOLOOP_STATUS_DIR"  # where a data-parallel rank records how it failed (stage.run_stage)
@@ -68,6 +72,13 @@ def resolve_launch(raw: dict[str, Any] | None, gpu: bool | None = None) -> dict[
             L["machine_rank"] = int(os.environ[MACHINE_RANK_ENV])
         except ValueError:
             raise BadInput(f"{MACHINE_RANK_ENV}={os.environ[MACHINE_RANK_ENV]!r}: expected an integer") from None
+    if os.environ.get(MAIN_IP_ENV, "").strip():
+        L["main_process_ip"] = os.environ[MAIN_IP_ENV].strip()
+    if os.environ.get(MAIN_PORT_ENV, "").strip():
+        try:
+            L["main_process_port"] = int(os.environ[MAIN_PORT_ENV])
+        except ValueError:
+            raise BadInput(f"{MAIN_PORT_ENV}={os.environ[MAIN_PORT_ENV]!r}: expected an integer") from None
     for key in ("num_processes", "num_machines", "machine_rank", "main_process_port"):
         v = L[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (key in ("num_processes", "num_machines") and v < 1):
@@ -79,7 +90,8 @@ def resolve_launch(raw: dict[str, Any] | None, gpu: bool | None = None) -> dict[
     if L["machine_rank"] >= L["num_machines"]:
         raise BadInput(f"params.launch.machine_rank {L['machine_rank']} must be < num_machines {L['num_machines']}")
     if L["num_machines"] > 1 and not L["main_process_ip"]:
-        raise BadInput("params.launch.main_process_ip: required when num_machines > 1 (the address of machine 0)")
+        raise BadInput(f"params.launch.main_process_ip: required when num_machines > 1 (the address of machine 0; a "
+                       f"ratioloop run's gang gives it as {MAIN_IP_ENV})")
     if L["cpu"] is None:
         L["cpu"] = not gpu
     if L["mixed_precision"] == "auto":
@@ -151,6 +163,11 @@ def accelerate_config(L: dict[str, Any], gradient_accumulation_steps: int) -> di
     else:
         cfg["distributed_type"] = "NO"
     return cfg
+
+
+def config_file_name(L: dict[str, Any]) -> str:
+    """The accelerate config file in the shared stage folder: one per machine (each holds its own machine_rank)."""
+    return "accelerate_config.yaml" if L["machine_rank"] == 0 else f"accelerate_config.machine{L['machine_rank']}.yaml"
 
 
 def build_command(config_path: Path, script: Path, spec_path: Path) -> list[str]:

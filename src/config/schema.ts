@@ -342,8 +342,9 @@ export const ConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['sample', 'seeds'], message: `has ${c.sample.seeds.length} seeds but sample.n is ${c.sample.n}: give one seed per response` });
     }
     const l = c.train.launch;
-    if (l.num_machines > 1 && !l.main_process_ip) {
-      ctx.addIssue({ code: 'custom', path: ['train', 'launch', 'main_process_ip'], message: 'required when num_machines > 1 (the address of machine_rank 0)' });
+    // main_process_ip may stay null with num_machines > 1: a run's gang gives each machine rank 0's address (workflows/gang.ts).
+    if (l.num_processes % l.num_machines !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['train', 'launch', 'num_processes'], message: `is the total over all machines: must be a multiple of num_machines (${l.num_machines})` });
     }
     if (l.machine_rank >= l.num_machines) {
       ctx.addIssue({ code: 'custom', path: ['train', 'launch', 'machine_rank'], message: `must be below num_machines (${l.num_machines})` });
