@@ -2,7 +2,7 @@
 // of a run spread over two gpu worker processes, the merged outputs equal a one-worker unsharded run byte for byte, and
 // killing one worker mid-shard costs only that shard's unfinished batches. (The real sample/score scripts' byte
 // identity is proven in test/python/test_shards.py on the tiny model.)
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -10,9 +10,12 @@ import { inject } from 'vitest';
 import type { Client } from '@temporalio/client';
 import { projectRoot } from '../src/paths';
 import type { alignmentRun } from '../workflows/alignmentRun';
+import { planShards } from '../activities/planShards';
 import { autoShardCount, shardDirName } from '../workflows/plan';
 import type { RunPlan } from '../workflows/types';
-import { client as connect, fixturePlan, fixtureWorkers, tmpDir } from './helpers';
+import { validateConfig } from '../src/config/load';
+import { resolvePlan } from '../src/config/resolve';
+import { baseConfig, client as connect, fixturePlan, fixtureWorkers, tmpDir } from './helpers';
 
 let c: Client;
 let close: () => Promise<void>;
@@ -159,6 +162,22 @@ describe('sharded stages', () => {
     expect(rows).toHaveLength(24);
   });
 
+  test('shards is planned beside the params, never in them (the spec hash is the unsharded one)', async () => {
+    const dir = await tmpDir();
+    const raw = await baseConfig(dir);
+    const { config } = validateConfig({ ...raw, sample: { shards: 4 }, score: { shards: 'auto' } });
+    if (!config) throw new Error('config rejected');
+    const p = resolvePlan(config, { configPath: path.join(dir, 'c.yaml'), runId: 'r' });
+    expect([p.stagePlans.sample.shards, p.stagePlans.score.shards, p.stagePlans.train.shards]).toEqual([4, 'auto', undefined]);
+    expect('shards' in p.stagePlans.sample.params || 'shards' in p.stagePlans.score.params).toBe(false);
+    const plain = validateConfig(raw).config;
+    if (!plain) throw new Error('config rejected');
+    const q = resolvePlan(plain, { configPath: path.join(dir, 'c.yaml'), runId: 'r' });
+    expect(q.stagePlans.sample.params).toEqual(p.stagePlans.sample.params);
+    expect('shards' in q.stagePlans.sample).toBe(false);
+    for (const bad of [0, 1.5, 'many']) expect(validateConfig({ ...raw, sample: { shards: bad } }).issues.map((i) => i.path)).toContain('sample.shards');
+  });
+
   test('auto: one shard per gpu worker polling, at least 16 prompts each', () => {
     expect(autoShardCount(1000, 4)).toBe(4);
     expect(autoShardCount(40, 4)).toBe(2);
@@ -166,5 +185,14 @@ describe('sharded stages', () => {
     expect(autoShardCount(undefined, 3)).toBe(3);
     expect(autoShardCount(1000, undefined)).toBe(1);
     expect(autoShardCount(1_000_000, 500)).toBe(64);
+  });
+
+  test('planShards counts the prompts file (cut by prompts.limit) and the workers polling', async () => {
+    const file = path.join(await tmpDir(), 'prompts.jsonl');
+    await writeFile(file, `${'{"id": 1}\n'.repeat(70)}\n  \n{"id": "last"}`); // blank lines do not count; no final newline
+    const polling = (n: number) => () => Promise.resolve(n);
+    expect(await planShards({ stage: 'sample', inputs: { prompts: { path: file } }, params: {}, queue: 'q' }, polling(8))).toEqual({ count: 4, prompts: 71, workers: 8 });
+    expect(await planShards({ stage: 'sample', inputs: { prompts: { path: file } }, params: { prompts: { limit: 40 } }, queue: 'q' }, polling(8))).toMatchObject({ count: 2, prompts: 40 });
+    expect(await planShards({ stage: 'score', inputs: { samples: { path: file } }, params: {}, queue: 'q' })).toEqual({ count: 1, prompts: 71 });
   });
 });
