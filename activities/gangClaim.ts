@@ -30,12 +30,12 @@ export function freePort(): Promise<number> {
  * @param address how other machines reach this one: $RATIOLOOP_GANG_ADDRESS (an interface's IP, for hosts whose name
  *   does not resolve across the cluster), else the machine's name ($RATIOLOOP_HOSTNAME, else the host name).
  */
-export function createGangActivities(hostQueue: string, address: string = process.env.RATIOLOOP_GANG_ADDRESS || machineName()): GangActivities {
+export function createGangActivities(hostQueue: string, address: string = process.env.RATIOLOOP_GANG_ADDRESS || machineName(), host: string = machineName()): GangActivities {
   return {
     async claimMachine(req) {
       const hold = Math.min(Math.max(0, req?.holdMs ?? 0), 30_000);
       if (hold > 0) await delay(hold, undefined, { signal: Context.current().cancellationSignal });
-      return { taskQueue: hostQueue, host: machineName(), address, port: await freePort() };
+      return { taskQueue: hostQueue, host, address, port: await freePort() };
     },
   };
 }

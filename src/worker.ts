@@ -9,7 +9,7 @@ import { projectRoot, pythonPath, scriptsDir } from './paths';
 import { connectWorker, type TemporalSettings } from './temporal';
 import { GpuSlotPool } from './gpuSlots';
 import { gpuPollGate } from './gpuPollGate';
-import { classesOf, classesUpTo, classSize, hostQueueName, queueNames } from './queues';
+import { classesOf, classesUpTo, classSize, hostQueueName, machineName, queueNames } from './queues';
 import { createGangActivities } from '../activities/gangClaim';
 import type { GpuClass, RunQueues } from '../workflows/types';
 import { buildWorkflowBundle, loadWorkflowBundle, type BuiltBundle } from './workflowBundle';
@@ -75,6 +75,8 @@ export interface WorkerSetOptions {
   stageDeps?: Partial<StageDeps>;
   /** Also poll this machine's own queue (`<gpu>-host-<hostname>`): where a gang's rank for this machine is sent. */
   hostQueue?: boolean;
+  /** This machine's name for its host queue and claims (default $RATIOLOOP_HOSTNAME, else the host name). */
+  hostname?: string;
   /** Stages a gpu worker without slots runs at once (default 1: one accelerator job at a time). */
   gpuConcurrency?: number;
   cpuConcurrency?: number;
@@ -112,14 +114,15 @@ export async function startWorkers(opts: WorkerSetOptions): Promise<WorkerSet> {
   const workers: Worker[] = [];
   const polled: Partial<RunQueues> = {};
   let buildId: string | undefined;
-  const hostQueue = hostQueueName(queues.gpu);
+  const hostname = opts.hostname ?? machineName();
+  const hostQueue = hostQueueName(queues.gpu, hostname);
   const stageWorker = (taskQueue: string, stageDeps: StageDeps, limits: Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'tuner' | 'maxConcurrentActivityTaskPolls'>) =>
     Worker.create({
       connection,
       namespace: opts.settings.namespace,
       taskQueue,
       // The merge runs on the cpu queue; a gang's claim on the gpu and class queues.
-      activities: { ...createStageActivities(stageDeps), ...createShardActivities(stageDeps), ...(stageDeps.slots ? createGangActivities(hostQueue) : {}) },
+      activities: { ...createStageActivities(stageDeps), ...createShardActivities(stageDeps), ...(stageDeps.slots ? createGangActivities(hostQueue, process.env.RATIOLOOP_GANG_ADDRESS || hostname, hostname) : {}) },
       ...limits,
       // shutdownGraceTime is how long in-flight stages keep running after shutdown starts, before they are
       // cancelled: none (a stopped worker's stage runs again from its checkpoint on the next worker). Cancelling

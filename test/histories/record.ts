@@ -39,6 +39,8 @@ interface Scenario {
   options?: Partial<StageActivityOptions>;
   /** Other plan changes (e.g. sharded stages). */
   plan?: (plan: RunPlan) => void;
+  /** Extra gpu workers, one per named host, each also polling its host queue (a gang's machines). */
+  hosts?: string[];
 }
 
 async function waitFor(file: string): Promise<void> {
@@ -133,6 +135,15 @@ scenarios.push({
   },
 });
 
+// Multi-node training as a gang (patch ratioloop-gang-training-v1): train on 2 machines, one rank on each host's queue.
+const onTwoMachines = (plan: RunPlan): void => {
+  const p = plan.stagePlans.train.params;
+  plan.stagePlans.train.params = { ...p, launch: { ...(p.launch as Record<string, unknown>), num_machines: 2, num_processes: 2 } };
+};
+scenarios.push({ name: 'gang', fixture: {}, iterations: 1, roles: ['control', 'cpu'], hosts: ['host-a', 'host-b'], plan: onTwoMachines });
+// Both ranks fail in the gang's first attempt: the gang is cancelled and claimed again, and its second attempt succeeds.
+scenarios.push({ name: 'gang-retry', fixture: { train: { fail_attempts: 1 } }, iterations: 1, roles: ['control', 'cpu'], hosts: ['host-a', 'host-b'], plan: onTwoMachines });
+
 const server = await startDevServer({ dir: path.join(dir, 'temporal') });
 const connection = await Connection.connect({ address: server.address });
 const client = new Client({ connection });
@@ -144,13 +155,15 @@ try {
     plan.iterations = sc.iterations;
     for (const s of plan.stages) plan.stagePlans[s].options = { ...plan.stagePlans[s].options, ...sc.options };
     sc.plan?.(plan);
-    const workers = await startWorkers({ settings: { address: server.address, namespace: 'default' }, roles: sc.roles ?? ['control', 'cpu', 'gpu'], queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } });
+    const settings = { address: server.address, namespace: 'default' };
+    const workers = await startWorkers({ settings, roles: sc.roles ?? ['control', 'cpu', 'gpu'], queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } });
+    const hosts = await Promise.all((sc.hosts ?? []).map((hostname) => startWorkers({ settings, roles: ['gpu'], queues: plan.queues, hostQueue: true, hostname, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } })));
     try {
       const h = await client.workflow.start('alignmentRun', { workflowId: runId, taskQueue: plan.queues.control, args: [plan] });
       await sc.drive?.(plan, client, server.address);
       await h.result().catch(() => undefined);
     } finally {
-      await workers.shutdown();
+      await Promise.all([workers, ...hosts].map((w) => w.shutdown()));
     }
     // Follow the chain of executions from the first one.
     let runIdOfExecution: string | undefined = (await client.workflow.getHandle(runId).describe()).raw.workflowExecutionInfo?.firstRunId ?? undefined;
