@@ -33,8 +33,8 @@ import {
 const ALL = 'control,cpu,gpu';
 /** The table's rows, in its order. */
 const F = {
+  realBeforeRename: 'kill -9 of the worker in the last second before a manifest rename (real score stage)',
   afterRename: 'kill -9 of the worker right after the manifest rename',
-  beforeRename: 'kill -9 of the worker before the manifest rename (outputs written)',
   hashing: 'kill -9 of the worker during input hashing',
   server: 'Temporal server killed (-9) and restarted',
   bigLine: 'a stage prints a 3 MB line, then fails',
@@ -43,7 +43,6 @@ const F = {
   cancel: 'a cancel with no worker alive (then resume)',
   oomKill: 'the stage process killed -9 (OOM killer)',
   frozen: 'a worker frozen past its heartbeat timeout (orphaned attempt)',
-  realBeforeRename: 'kill -9 of the worker before the manifest rename (real score stage)',
 } as const;
 const rows: Row[] = [];
 let bundle: string;
@@ -188,21 +187,6 @@ describe.concurrent('fault suite', () => {
     await kill9(w1);
     const w2 = fixtureWorker(run);
     const row = await finish(F.afterRename, run, snap, t0, 'completed', { note: 'the retry finds the manifest valid and skips the stage' });
-    w2.kill('SIGTERM');
-    expect(row).toMatchObject({ green: true });
-  });
-
-  it('kill -9 of the worker in the last second before a stage renames its manifest', async ({ expect }) => {
-    const t0 = Date.now();
-    const run = await newRun('before-rename');
-    const w1 = fixtureWorker(run, {}, 'hold@before-manifest-rename:score:1');
-    await start(run);
-    await reached(run, 'reached before-manifest-rename score 1');
-    const snap = await finishedStages(run);
-    expect(snap.has('iter-1/score')).toBe(false);
-    await kill9(w1);
-    const w2 = fixtureWorker(run);
-    const row = await finish(F.beforeRename, run, snap, t0, 'completed', { note: 'the retry runs the stage again' });
     w2.kill('SIGTERM');
     expect(row).toMatchObject({ green: true });
   });
