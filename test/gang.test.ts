@@ -17,7 +17,7 @@ import { projectRoot, pythonPath } from '../src/paths';
 import { hostQueueName } from '../src/queues';
 import { writeJsonAtomic, type RunRecord } from '../src/runStore';
 import { startWorkers, type WorkerSet } from '../src/worker';
-import { client, settings, tmpDir, uniqueQueues } from './helpers';
+import { baseConfig, client, fixturePlan, fixtureScripts, runRecord, settings, tmpDir, uniqueQueues } from './helpers';
 import { exists, killChildren, waitFor, worker } from './processes';
 
 const PAIRS = 8;
@@ -138,4 +138,35 @@ describe('multi-node training as a gang (worker processes as hosts, tiny model, 
       control = undefined;
     }
   }, 240_000);
+});
+
+describe('gang failures (fixture stages, in-process workers as hosts)', () => {
+  it('bad input on the ranks fails the stage at once: one gang attempt, never claimed again', async () => {
+    const dir = await tmpDir();
+    const raw = { ...(await baseConfig(dir)), iterations: 1, evaluate: { enabled: false }, train: { launch: { num_machines: 2, num_processes: 2 } } };
+    const plan = await fixturePlan(dir, 'gang-bad-input', { train: { bad_input: 'pairs.jsonl:1: no prompt' } }, raw);
+    plan.stages = ['train'];
+    await writeJsonAtomic(path.join(plan.runDir, 'run.json'), { ...(await runRecord(plan)), plan });
+    const opts = { settings: settings(), queues: plan.queues, stageDeps: { scriptsDir: fixtureScripts, killGraceMs: 2_000 } };
+    const sets = [
+      await startWorkers({ ...opts, roles: ['control', 'cpu'] }),
+      ...(await Promise.all(['fx-a', 'fx-b'].map((hostname) => startWorkers({ ...opts, roles: ['gpu'], hostQueue: true, hostname })))),
+    ];
+    try {
+      const pairs: StageResult = { stage: 'pairs', iteration: 1, outputs: { pairs: { name: 'pairs', path: path.join(dir, 'prompts.jsonl'), sha256: '' } }, metrics: {}, skipped: true, durationMs: 0 };
+      const h = await c.workflow.start<typeof alignmentRun>('alignmentRun', { workflowId: plan.runId, taskQueue: plan.queues.control, args: [plan, { searchAttributes: false, from: { iteration: 1, done: { pairs } } }] });
+      await expect(h.result()).rejects.toThrow();
+      const train = (await runRecord(plan)).stages.find((x) => x.stage === 'train');
+      expect(train?.status).toBe('failed');
+      expect(train?.error).toContain('pairs.jsonl:1: no prompt');
+      const logs = await readdir(path.join(plan.runDir, 'iter-1', 'train', 'logs'));
+      expect(logs.filter((n) => n.endsWith('.worker.json')).sort()).toEqual(['attempt-1.rank1.worker.json', 'attempt-1.worker.json']);
+      // Two claims, two ranks, nothing after: bad input is not retried on other machines.
+      const events = (await h.fetchHistory()).events ?? [];
+      const scheduled = events.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter((n) => n === 'claimMachine' || n === 'runStage');
+      expect(scheduled).toEqual(['claimMachine', 'claimMachine', 'runStage', 'runStage']);
+    } finally {
+      await Promise.all(sets.map((w) => w.shutdown()));
+    }
+  });
 });
