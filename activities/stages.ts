@@ -171,6 +171,8 @@ export function createStageActivities(deps: StageDeps): StageActivities {
           ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done: manifest matches, skipping`);
           return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(existing), metrics: existing.metrics, skipped: true, durationMs: 0 };
         }
+        // A gang's done-check (workflows/gang.ts): not done, so the workflow claims its machines.
+        if (req.gang?.probe) return { stage: req.stage, iteration: req.iteration, outputs: {}, metrics: {}, skipped: false, durationMs: 0 };
         await mkdir(outputDir, { recursive: true });
         let lease: StageLease | undefined; // ranks > 0 of a gang hold none: rank 0 owns the shared folder
         let specPath = path.join(outputDir, 'spec.json');

@@ -131,6 +131,11 @@ describe('multi-node training as a gang (worker processes as hosts, tiny model, 
       expect(steps).toEqual([1, 2, 3, 4]);
       // An undisturbed run's checkpoints: one per step (save_steps 1) of 4 (8 pairs / 2 processes), the newest 2 kept.
       expect(await checkpointSteps(s)).toEqual([3, 4]);
+      // Resumed, the finished stage is skipped by its done-check alone: no machine is claimed, no rank runs.
+      const resumed = await c.workflow.start<typeof alignmentRun>('alignmentRun', { workflowId: `${s.plan.runId}-resumed`, taskQueue: s.plan.queues.control, args: [s.plan, { searchAttributes: false, from: { iteration: 1, done: { pairs: s.pairs } } }] });
+      expect((await resumed.result()).stages.find((x) => x.stage === 'train')?.status).toBe('skipped');
+      const names = ((await resumed.fetchHistory()).events ?? []).map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter((n) => n === 'claimMachine' || n === 'runStage');
+      expect(names).toEqual(['runStage']);
     } finally {
       for (const w of [...Object.values(hosts), spare]) w.kill('SIGTERM');
       await Promise.allSettled([...Object.values(hosts), spare]);
@@ -161,10 +166,10 @@ describe('gang failures (fixture stages, in-process workers as hosts)', () => {
       expect(train?.error).toContain('pairs.jsonl:1: no prompt');
       const logs = await readdir(path.join(plan.runDir, 'iter-1', 'train', 'logs'));
       expect(logs.filter((n) => n.endsWith('.worker.json')).sort()).toEqual(['attempt-1.rank1.worker.json', 'attempt-1.worker.json']);
-      // Two claims, two ranks, nothing after: bad input is not retried on other machines.
+      // The done-check, two claims, two ranks, nothing after: bad input is not retried on other machines.
       const events = (await h.fetchHistory()).events ?? [];
       const scheduled = events.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter((n) => n === 'claimMachine' || n === 'runStage');
-      expect(scheduled).toEqual(['claimMachine', 'claimMachine', 'runStage', 'runStage']);
+      expect(scheduled).toEqual(['runStage', 'claimMachine', 'claimMachine', 'runStage', 'runStage']);
     } finally {
       await Promise.all(sets.map((w) => w.shutdown()));
     }

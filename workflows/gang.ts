@@ -89,7 +89,7 @@ function gangRetryable(err: unknown): boolean {
 }
 
 /**
- * A train stage on `num_machines` machines: claim them, run one rank activity on each machine's own queue in one
+ * A train stage on `num_machines` machines: unless its manifest proves it done already, claim them, run one rank activity on each machine's own queue in one
  * cancellation scope, rank 0's rendezvous in every rank's environment. The first rank to fail cancels the others
  * (their process groups killed) and the whole gang runs again, with new claims, from the last checkpoint in the shared
  * stage folder. Rank 0's result (its manifest) is the stage's.
@@ -100,6 +100,9 @@ export async function runGang(plan: RunPlan, req: StageRequest, status: StageSta
   const base = stageActivityOptions(plan, req.stage);
   const attempts = o.maximumAttempts > 0 ? o.maximumAttempts : DEFAULT_GANG_ATTEMPTS;
   const started = Date.now();
+  // A finished stage (resume) is skipped without claiming: it must not need N machines to be told it is done.
+  const probe = await proxyActivities<StageActivities>(base).runStage({ ...req, gang: { rank: 0, machines, attempt: 0, env: {}, probe: true } });
+  if (probe.skipped) return probe;
   for (let attempt = 1; ; attempt++) {
     const claims = await claimGang(base.taskQueue!, machines);
     const gang = planGang(machines, claims);

@@ -140,6 +140,8 @@ export interface GangRankRef {
   attempt: number;
   /** RATIOLOOP_MACHINE_RANK and rank 0's RATIOLOOP_MAIN_PROCESS_IP/_PORT, for the stage process. */
   env: Record<string, string>;
+  /** Only the done-check, before any machine is claimed: a finished stage answers skipped, any other `skipped: false`. */
+  probe?: boolean;
 }
 
 export interface ShardRef {
