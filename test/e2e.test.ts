@@ -165,7 +165,11 @@ describe('end to end (real stages, tiny models)', () => {
     const before = await Promise.all(done.map(mtime));
 
     await writeFile(questions, good);
-    const resumed = await cli(address, 'resume', 'bad-input', '--runs-dir', path.join(dir, 'runs'), '--detach');
+    // The eval data is pinned in run.json: a fixed file is a change the user must accept, by name.
+    const refused = await cli(address, 'resume', 'bad-input', '--runs-dir', path.join(dir, 'runs'), '--detach');
+    expect(refused.exitCode, refused.stderr).toBe(2);
+    expect(refused.stderr).toMatch(/input evalData changed since the run started.*--accept-input-changes/s);
+    const resumed = await cli(address, 'resume', 'bad-input', '--runs-dir', path.join(dir, 'runs'), '--accept-input-changes', '--detach');
     expect(resumed.exitCode, resumed.stderr).toBe(0);
     const res = await result(address, 'bad-input');
     expect(res.status).toBe('completed');
