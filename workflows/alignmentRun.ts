@@ -31,6 +31,7 @@ import {
 } from './messages';
 import { CONTROL_ACTIVITY_OPTIONS, stageActivityOptions } from './activityOptions';
 import { gangMachines, runGang } from './gang';
+import { allOrCancelRest } from './together';
 import { iterationStatuses, nextPolicy, shardSetting, skipProblem, stageInputs } from './plan';
 import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumePoint, ShardSetting, StageName, StageRequest, StageResult, StageStatus } from './types';
 
@@ -65,16 +66,7 @@ async function runSharded(plan: RunPlan, control: ControlActivities, req: StageR
   status.note = `${count} shards`;
   const started = Date.now();
   const shardRun = stageActivities(plan, req.stage);
-  const shards = await CancellationScope.cancellable(async () => {
-    const all = Array.from({ length: count }, (_, index) => shardRun.runStage({ ...req, shard: { index, count } }));
-    try {
-      return await Promise.all(all);
-    } catch (err) {
-      CancellationScope.current().cancel();
-      await Promise.allSettled(all);
-      throw err;
-    }
-  });
+  const shards = await allOrCancelRest(() => Array.from({ length: count }, (_, index) => shardRun.runStage({ ...req, shard: { index, count } })));
   const merge = proxyActivities<ShardActivities>({ ...stageActivityOptions(plan, req.stage), taskQueue: plan.queues.cpu });
   const merged = await merge.mergeShards({ ...req, shards });
   return { ...merged, skipped: merged.skipped && shards.every((r) => r.skipped), durationMs: Date.now() - started };

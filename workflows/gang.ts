@@ -3,6 +3,7 @@
 // replay it. The rendezvous address goes into each rank's environment, never its params, so every rank and every retry
 // of the gang has the same spec hash wherever it lands. runGang (below) is the workflow's side: claims, ranks, retries.
 import { ActivityFailure, ApplicationFailure, CancellationScope, proxyActivities, sleep } from '@temporalio/workflow';
+import { allOrCancelRest } from './together';
 import type { GangActivities } from '../activities/gangClaim';
 import type { StageActivities } from '../activities/types';
 import { NON_RETRYABLE_STAGE_ERRORS, stageActivityOptions } from './activityOptions';
@@ -109,22 +110,15 @@ export async function runGang(plan: RunPlan, req: StageRequest, status: StageSta
     if ('problem' in gang) throw ApplicationFailure.nonRetryable(gang.problem, 'GangInvalid');
     status.note = `${machines} machines (gang attempt ${attempt}): ${claims.map((c) => c.host).join(', ')}`;
     try {
-      const results = await CancellationScope.cancellable(async () => {
-        const all = gang.ranks.map((r) => {
+      const results = await allOrCancelRest(() =>
+        gang.ranks.map((r) => {
           // Each rank runs once: a rank alone cannot rejoin a rendezvous the others have left, so the gang is what retries.
           const act = proxyActivities<StageActivities>({ ...base, taskQueue: r.taskQueue, scheduleToStartTimeout: RANK_START_TIMEOUT, retry: { ...base.retry, maximumAttempts: 1 } });
           // Ranks > 0 print no progress: rank 0's stall watchdog speaks for the gang.
           const { stallTimeoutMs, ...rest } = req;
           return act.runStage({ ...rest, ...(r.rank === 0 && stallTimeoutMs ? { stallTimeoutMs } : {}), gang: { rank: r.rank, machines, attempt, env: r.env } });
-        });
-        try {
-          return await Promise.all(all);
-        } catch (err) {
-          CancellationScope.current().cancel();
-          await Promise.allSettled(all);
-          throw err;
-        }
-      });
+        }),
+      );
       return { ...results[0]!, skipped: results.every((x) => x.skipped), durationMs: Date.now() - started };
     } catch (err) {
       // The run itself is being cancelled, the failure is final, or the attempts are spent: the stage fails with it.
