@@ -1,5 +1,5 @@
 // `shards: auto` (control queue): how many prompts the stage has (rows of its prompts or samples file, cut by
-// prompts.limit) and how many workers poll the gpu queue (DescribeTaskQueue), into workflows/plan.ts autoShardCount.
+// prompts.limit; evaluate: its questions when params.limit bounds them) and how many workers poll the gpu queue (DescribeTaskQueue), into workflows/plan.ts autoShardCount.
 import { createReadStream } from 'node:fs';
 import type { ShardPlanResult, StageRequest } from '../workflows/types';
 import { autoShardCount } from '../workflows/plan';
@@ -22,7 +22,18 @@ export async function countRows(file: string): Promise<number> {
   return rows + (inRow ? 1 : 0);
 }
 
+/** Questions an evaluate stage answers when params.limit bounds every benchmark; else undefined (the sets are only read
+ * by the stage program: each benchmark's own file, the official or the built-in one). */
+function evalQuestions(params: StageRequest['params']): number | undefined {
+  const benchmarks = Array.isArray(params.benchmarks) ? (params.benchmarks as string[]) : ['arena_hard', 'alpaca_eval', 'mt_bench'];
+  const limit = params.limit;
+  const per = (b: string): unknown => (typeof limit === 'object' && limit !== null ? (limit as Record<string, unknown>)[b] : limit);
+  const counts = benchmarks.map(per);
+  return counts.every((n) => typeof n === 'number' && n > 0) ? (counts as number[]).reduce((a, b) => a + b, 0) : undefined;
+}
+
 async function promptsOf(stage: StageRequest['stage'], inputs: StageRequest['inputs'], params: StageRequest['params']): Promise<number | undefined> {
+  if (stage === 'evaluate') return evalQuestions(params);
   const file = stage === 'sample' ? inputs.prompts?.path : stage === 'score' ? inputs.samples?.path : undefined;
   if (!file) return undefined; // a dataset source (prompts.hf): not counted here
   const rows = await countRows(file);

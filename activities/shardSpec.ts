@@ -27,6 +27,12 @@ export function specParams(req: StageRequest): Record<string, unknown> {
   return req.shard ? { ...req.params, shard: { index: req.shard.index, count: req.shard.count } } : req.params;
 }
 
+/** For a shard: the spec of the whole stage (its own folder, the unsharded params). Its valid manifest means the stage
+ * is done, whichever way it ran (unsharded, or merged from another shard count): the shard has nothing left to do. */
+export function wholeStageSpec<T extends { params: Record<string, unknown>; outputDir: string }>(req: StageRequest, spec: T): T | undefined {
+  return req.shard ? { ...spec, params: req.params, outputDir: stageDirOf(req.runDir, req.iteration, req.stage) } : undefined;
+}
+
 const isMerge = (req: StageRequest): req is MergeRequest => Array.isArray((req as Partial<MergeRequest>).shards);
 
 /** For a merge: write the shard list (index, folder, outputs by path + sha256) and name it for the program. */

@@ -17,7 +17,7 @@ import { afterFailure, manifestInvalid, throughputFor } from './stageRetry';
 import { assertVisible, faultPoint } from './faultHooks';
 import { pythonPath } from '../src/paths';
 import { writeJsonAtomic } from '../src/runStore';
-import { mergeEnv, specParams, stageOutputDir } from './shardSpec';
+import { mergeEnv, specParams, stageOutputDir, wholeStageSpec } from './shardSpec';
 import { adoptMovedManifest } from './relocate';
 import { progressFileOf } from '../src/progressFile';
 import type { GpuSlotPool, SlotLease } from '../src/gpuSlots';
@@ -170,6 +170,12 @@ export function createStageActivities(deps: StageDeps): StageActivities {
         if (!(await manifestProblem(existing, hash, hashing)) && existing) {
           ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done: manifest matches, skipping`);
           return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(existing), metrics: existing.metrics, skipped: true, durationMs: 0 };
+        }
+        const whole = wholeStageSpec(req, spec);
+        const finished = whole ? await readManifest(whole.outputDir) : undefined;
+        if (whole && finished && !(await manifestProblem(finished, specHash(whole), hashing))) {
+          ctx.log.info(`${req.stage} (iteration ${req.iteration}) already done as a whole: shard ${req.shard?.index ?? ''} skipped`);
+          return { stage: req.stage, iteration: req.iteration, outputs: outputsByName(finished), metrics: finished.metrics, skipped: true, durationMs: 0 };
         }
         // A gang's done-check (workflows/gang.ts): not done, so the workflow claims its machines.
         if (req.gang?.probe) return { stage: req.stage, iteration: req.iteration, outputs: {}, metrics: {}, skipped: false, durationMs: 0 };

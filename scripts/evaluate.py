@@ -5,6 +5,10 @@ judge) and scores them as the official tools do. See docs/evaluation.md.
 
 inputs:  policy (model dir, else params.models.policy), baseline (optional model dir), data (optional eval folder)
 outputs: summary (summary.json) + each benchmark's answer and judgment files in its official tool's format.
+
+Shards (params.shard = {index, count}; ratioloop_py/evals/answer_shards.py): a shard generates its range of the answer
+batches into answers.jsonl and judges nothing; the merge (RATIOLOOP_MERGE_SHARDS, the unsharded spec) judges the
+shards' answers and writes the outputs above, as an unsharded run would.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
 from ratioloop_py.evals import alpaca_eval, data, mt_bench  # noqa: E402
-from ratioloop_py.evals.answers import AnswerModel, answer_all  # noqa: E402
+from ratioloop_py.evals import answer_shards  # noqa: E402
+from ratioloop_py.evals.answers import AnswerModel, answer_all, plan_batches  # noqa: E402
 from ratioloop_py.evals.arena_answers import answer_row as arena_answer_row  # noqa: E402
 from ratioloop_py.evals.official_prompts import prompt_set  # noqa: E402
 from ratioloop_py.evals import run_alpaca_eval, run_arena_hard, run_mt_bench  # noqa: E402
@@ -27,6 +32,7 @@ from ratioloop_py.evals.outputs import answer_id as _answer_id, maybe_int as _ma
 from ratioloop_py.evals.outputs import write_json as _write_json  # noqa: E402
 from ratioloop_py.evals.judges import ApiJudge, Judge, JudgeCache, LocalJudge  # noqa: E402
 from ratioloop_py.io import atomic_write_text, sha256_file  # noqa: E402
+from ratioloop_py.shards import Shard, merge_list, shard_of  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage  # noqa: E402
 
 BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
@@ -250,10 +256,10 @@ class Evaluation:
         return sets
 
     # ------------------------------------------------------------------ answers
-    def answer(self, sets: dict[str, Any]) -> dict[str, Any]:
-        """Policy answers for every benchmark, then baseline answers where a baseline model stands in for the
-        official ones. Each model is loaded once, and only when something is left to answer."""
-        p = self.p
+    def answer_jobs(self, sets: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any], list]], list[str], bool]:
+        """What to answer, in order: (who, model spec, [(benchmark, items)]) for the policy on every benchmark, then
+        the baseline where it stands in for the official answers; those benchmarks; and whether the baseline is the
+        policy itself (then it answers nothing: the policy's answers are its answers)."""
         jobs = []
         if "arena_hard" in sets:
             jobs.append(("arena_hard", [{"id": q["id"], "turns": [q["prompt"]], "temperature": 0.0}
@@ -265,28 +271,62 @@ class Evaluation:
             jobs.append(("mt_bench", [{"id": q["id"], "turns": q["turns"],
                                        "temperature": mt_bench.temperature_of(q["category"])}
                                       for q in sets["mt_bench"]["questions"]]))
-        total = sum(len(items) for _, items in jobs)
-        baseline_jobs = []
+        baseline_benches = []
         if self.baseline_spec:
             if "arena_hard" in sets and sets["arena_hard"]["b_ref"] is None:
-                baseline_jobs.append(jobs[0])
+                baseline_benches.append("arena_hard")
             if "alpaca_eval" in sets and sets["alpaca_eval"]["r_ref"] is None:
-                baseline_jobs.append([j for j in jobs if j[0] == "alpaca_eval"][0])
+                baseline_benches.append("alpaca_eval")
         reuse = self.baseline_spec is not None and _same_model(self.policy_spec, self.baseline_spec)
-        if not reuse:
-            total += sum(len(items) for _, items in baseline_jobs)
-        results: dict[str, Any] = {"policy": {}, "baseline": {}}
-        state: dict[str, Any] = {"model": None, "done": 0}
-        self.backend_choices: dict[str, Any] = {}
+        groups = [("policy", self.policy_spec, jobs)]
+        if baseline_benches and not reuse:
+            groups.append(("baseline", self.baseline_spec, [j for j in jobs if j[0] in baseline_benches]))
+        return groups, baseline_benches, reuse
 
-        def run(who: str, spec: dict[str, Any], job_list):
+    def answer(self, sets: dict[str, Any], shard: Shard | None = None,
+               shards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Policy answers for every benchmark, then baseline answers where a baseline model stands in for the
+        official ones: generated here (a shard: only its range of batches), or (shards) taken from the shards."""
+        groups, baseline_benches, reuse = self.answer_jobs(sets)
+        self.answer_plan = [(who, bench, items) for who, _, jobs in groups for bench, items in jobs]
+        self.backend_choices: dict[str, Any] = {}
+        if shards is not None:
+            results = answer_shards.merged_answers(shards, self.answer_plan)
+            self.backend_choices, seconds = answer_shards.shard_facts(shards)
+            self.stage.metric("answer_seconds", round(seconds, 2))
+        else:
+            ranges = None
+            if shard is not None:
+                ranges, self.shard_units = answer_shards.batch_ranges(self.answer_plan, self.p["batch_size"], shard)
+            results = self._generate(groups, ranges)
+        for bench in baseline_benches if reuse else []:
+            results.setdefault("baseline", {})[bench] = results["policy"][bench]
+        return results
+
+    def _generate(self, groups: list[tuple[str, dict[str, Any], list]],
+                  ranges: dict[tuple[str, str], tuple[int, int]] | None) -> dict[str, Any]:
+        """Answers of each group's model (loaded once, and only when something is left to answer); `ranges`: only
+        those batches of each (who, benchmark), as a shard."""
+        p = self.p
+
+        def count(who: str, bench: str, items: list) -> int:
+            if ranges is None:
+                return len(items)
+            lo, hi = ranges.get((who, bench), (0, 0))
+            return sum(len(b) for b in plan_batches(items, p["batch_size"])[lo:hi])
+
+        total = sum(count(who, b, items) for who, _, jobs in groups for b, items in jobs)
+        results: dict[str, Any] = {"policy": {}, "baseline": {}}
+        done = 0
+        for who, spec, job_list in groups:
             holder: dict[str, AnswerModel] = {}
             current: dict[str, int | None] = {}
 
-            def factory() -> AnswerModel:
+            def factory(who=who, spec=spec, job_list=job_list, holder=holder, current=current) -> AnswerModel:
                 if "m" not in holder:
                     self.stage.log(f"loading the {who} model for answers")
                     with self.stage.phase(f"loading the {who} model for answers"):  # alive lines (stall watchdog)
+                        # work_tokens over the whole job, not a shard's share: every shard picks the same backend
                         holder["m"] = AnswerModel(spec, backend=p["backend"], seed=self.stage.seed,
                                                   max_new_tokens=current["limit"], top_p=p["top_p"],
                                                   work_tokens=sum(len(it["turns"]) * int(gen_limit(p, b) or 2048)
@@ -297,25 +337,20 @@ class Evaluation:
                 return holder["m"]
 
             for bench, items in job_list:
+                if ranges is not None and (who, bench) not in ranges:
+                    continue
                 current["limit"] = gen_limit(p, bench)
                 if "m" in holder:
                     holder["m"].max_new_tokens = current["limit"]
-                base_done = state["done"]
-                res = answer_all(factory, items, self.partial / f"{who}_answers_{bench}.jsonl",
-                                 batch_size=p["batch_size"], tag=f"{who}:{bench}", tstamp=self._answers_tstamp(),
-                                 on_progress=lambda d, _t, b=base_done: self.stage.progress(b + d, total, "answers"))
-                state["done"] = base_done + len(items)
-                results[who][bench] = res
+                base = done
+                results[who][bench] = answer_all(
+                    factory, items, self.partial / f"{who}_answers_{bench}.jsonl", batch_size=p["batch_size"],
+                    tag=f"{who}:{bench}", tstamp=self._answers_tstamp(),
+                    batches=None if ranges is None else ranges[(who, bench)],
+                    on_progress=lambda d, _t, b=base: self.stage.progress(b + d, total, "answers"))
+                done = base + count(who, bench, items)
             if "m" in holder:
                 holder["m"].close()
-
-        run("policy", self.policy_spec, jobs)
-        if baseline_jobs:
-            if reuse:
-                for bench, _ in baseline_jobs:
-                    results["baseline"][bench] = results["policy"][bench]
-            else:
-                run("baseline", self.baseline_spec, baseline_jobs)
         self.stage.progress(total, total, "answers")
         self.stage.metric("answer_seconds", round(time.time() - self.t0, 2))
         return results
@@ -436,9 +471,22 @@ class Evaluation:
             row["conv_metadata"] = {"token_len": int(sum(n_tokens))}
         return row
 
+    def run_shard(self, shard: Shard) -> None:
+        """A shard of a sharded evaluate stage: its range of answer batches into answers.jsonl, no judging."""
+        answers = self.answer(self.load_sets(), shard=shard)
+        path = self.out / f"{answer_shards.OUTPUT}.jsonl"
+        n = answer_shards.write_shard_answers(path, answers, self.answer_plan)
+        self.stage.write_manifest(outputs={answer_shards.OUTPUT: path}, metrics={"answers": n},
+                                  extra={"evaluate": {"shard": {"index": shard.index, "count": shard.count,
+                                                                "batches": list(self.shard_units)},
+                                                      "backend_choice": self.backend_choices}})
+
     def run(self) -> None:
+        shard, shards = shard_of(self.stage.params), merge_list()
+        if shard is not None:
+            return self.run_shard(shard)
         sets = self.load_sets()
-        answers = self.answer(sets)
+        answers = self.answer(sets, shards=shards)
         self.prompt_sets = {b: s["prompts"] for b, s in sets.items()}
         self.answer_rows = answers["policy"]
         # <bench>.judge overrides the stage's judge for one benchmark (FastChat's MT-Bench judge is gpt-4)

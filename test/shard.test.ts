@@ -25,15 +25,17 @@ afterAll(async () => close());
 const FIXTURE = (perPromptS: number) => ({
   sample: { sharded: true, prompts: 24, batch: 4, per_prompt_s: perPromptS },
   score: { sharded: true, prompts: 24, batch: 4, per_prompt_s: perPromptS },
+  evaluate: { sharded: true, prompts: 24, batch: 4, per_prompt_s: perPromptS },
 });
 
-async function plan(dir: string, runId: string, perPromptS: number, shards?: { sample: number; score: number }): Promise<RunPlan> {
+async function plan(dir: string, runId: string, perPromptS: number, shards?: { sample: number; score: number; evaluate?: number }): Promise<RunPlan> {
   const p = await fixturePlan(dir, runId, FIXTURE(perPromptS));
-  p.stages = ['sample', 'score'];
+  p.stages = shards?.evaluate || !shards ? ['sample', 'score', 'evaluate'] : ['sample', 'score'];
   p.iterations = 1;
   if (shards) {
     p.stagePlans.sample.shards = shards.sample;
     p.stagePlans.score.shards = shards.score;
+    if (shards.evaluate) p.stagePlans.evaluate.shards = shards.evaluate;
   }
   return p;
 }
@@ -93,7 +95,7 @@ describe('sharded stages', () => {
       await ws.shutdown();
     }
 
-    const many = await plan(dir, 'shard-many', 0.1, { sample: 4, score: 3 });
+    const many = await plan(dir, 'shard-many', 0.1, { sample: 4, score: 3, evaluate: 2 });
     const local = await fixtureWorkers(many, ['control', 'cpu']);
     const gpus = await Promise.all([gpuWorker(many.queues.gpu), gpuWorker(many.queues.gpu)]);
     try {
@@ -105,16 +107,21 @@ describe('sharded stages', () => {
       await Promise.all(gpus.map((g) => g.exited));
       await local.shutdown();
     }
-    for (const [stage, file] of [['sample', 'samples.jsonl'], ['score', 'scores.jsonl']] as const) {
+    for (const [stage, file] of [['sample', 'samples.jsonl'], ['score', 'scores.jsonl'], ['evaluate', 'summary.json']] as const) {
       expect((await bytes(many, stage, file)).equals(await bytes(one, stage, file))).toBe(true);
     }
-    const pids = new Set([...(await shardPids(many, 'sample', 4)), ...(await shardPids(many, 'score', 3))].flat());
+    const pids = new Set([...(await shardPids(many, 'sample', 4)), ...(await shardPids(many, 'score', 3)), ...(await shardPids(many, 'evaluate', 2))].flat());
     expect(pids.size).toBeGreaterThanOrEqual(2);
-    // Every batch ran once, and the merge ran on the cpu queue (this process), not on a gpu worker.
+    // Every batch ran once, and the merge ran on the cpu queue (this process), not on a gpu worker…
     const ran = (await batches(many)).map(([stage, , b]) => `${stage ?? ''}:${b ?? ''}`);
-    expect(ran.sort()).toEqual([...Array(6).keys()].flatMap((b) => [`sample:${b}`, `score:${b}`]).sort());
-    const merge = JSON.parse(await readFile(stageFile(many, 'sample', 'logs/attempt-1.worker.json'), 'utf8')) as { pid: number; taskQueue: string };
+    expect(ran.sort()).toEqual([...Array(6).keys()].flatMap((b) => [`sample:${b}`, `score:${b}`, `evaluate:${b}`]).sort());
+    type WorkerRecord = { pid: number; taskQueue: string };
+    const merge = JSON.parse(await readFile(stageFile(many, 'sample', 'logs/attempt-1.worker.json'), 'utf8')) as WorkerRecord;
     expect(merge).toMatchObject({ pid: process.pid, taskQueue: many.queues.cpu });
+    // …except evaluate's, which judges: on its own (gpu) queue, so on a gpu worker.
+    const judging = JSON.parse(await readFile(stageFile(many, 'evaluate', 'logs/attempt-1.worker.json'), 'utf8')) as WorkerRecord;
+    expect(judging.taskQueue).toBe(many.queues.gpu);
+    expect(judging.pid).not.toBe(process.pid);
   });
 
   test('a worker killed mid-shard costs only its unfinished batches', async () => {
@@ -162,6 +169,23 @@ describe('sharded stages', () => {
     expect(rows).toHaveLength(24);
   });
 
+  test('a stage finished as a whole is done for its shards too (resumed with shards, or with another K)', async () => {
+    const dir = await tmpDir();
+    const p = await plan(dir, 'shard-again', 0);
+    const ws = await fixtureWorkers(p);
+    try {
+      expect((await run(p)).status).toBe('completed'); // unsharded
+      const before = (await batches(p)).length;
+      const sharded: RunPlan = { ...p, stagePlans: { ...p.stagePlans, sample: { ...p.stagePlans.sample, shards: 3 }, score: { ...p.stagePlans.score, shards: 2 }, evaluate: { ...p.stagePlans.evaluate, shards: 2 } } };
+      // the same run resumed (a new workflow execution over the same run folder and spec)
+      const r = await c.workflow.execute<typeof alignmentRun>('alignmentRun', { workflowId: `${p.runId}-resumed`, taskQueue: p.queues.control, args: [sharded, { searchAttributes: false }] });
+      expect(r.stages.map((x) => x.status)).toEqual(['skipped', 'skipped', 'skipped']);
+      expect((await batches(p)).length).toBe(before); // no shard ran a batch
+    } finally {
+      await ws.shutdown();
+    }
+  });
+
   test('shards is planned beside the params, never in them (the spec hash is the unsharded one)', async () => {
     const dir = await tmpDir();
     const raw = await baseConfig(dir);
@@ -176,6 +200,11 @@ describe('sharded stages', () => {
     expect(q.stagePlans.sample.params).toEqual(p.stagePlans.sample.params);
     expect('shards' in q.stagePlans.sample).toBe(false);
     for (const bad of [0, 1.5, 'many']) expect(validateConfig({ ...raw, sample: { shards: bad } }).issues.map((i) => i.path)).toContain('sample.shards');
+    const ev = validateConfig({ ...raw, evaluate: { ...(raw.evaluate as object), shards: 2 } }).config;
+    if (!ev) throw new Error('config rejected');
+    const e = resolvePlan(ev, { configPath: path.join(dir, 'c.yaml'), runId: 'r' });
+    expect(e.stagePlans.evaluate.shards).toBe(2);
+    expect(e.stagePlans.evaluate.params).toEqual(q.stagePlans.evaluate.params);
   });
 
   test('auto: one shard per gpu worker polling, at least 16 prompts each', () => {
@@ -194,5 +223,10 @@ describe('sharded stages', () => {
     expect(await planShards({ stage: 'sample', inputs: { prompts: { path: file } }, params: {}, queue: 'q' }, polling(8))).toEqual({ count: 4, prompts: 71, workers: 8 });
     expect(await planShards({ stage: 'sample', inputs: { prompts: { path: file } }, params: { prompts: { limit: 40 } }, queue: 'q' }, polling(8))).toMatchObject({ count: 2, prompts: 40 });
     expect(await planShards({ stage: 'score', inputs: { samples: { path: file } }, params: {}, queue: 'q' })).toEqual({ count: 1, prompts: 71 });
+    // evaluate: its questions when params.limit bounds every benchmark it runs, else unknown (one shard per worker)
+    const ev = (params: Record<string, unknown>) => planShards({ stage: 'evaluate', inputs: {}, params, queue: 'q' }, polling(8));
+    expect(await ev({ benchmarks: ['arena_hard', 'mt_bench'], limit: 20 })).toEqual({ count: 2, prompts: 40, workers: 8 });
+    expect(await ev({ limit: { arena_hard: 500, alpaca_eval: 805, mt_bench: 80 } })).toMatchObject({ count: 8, prompts: 1385 });
+    expect(await ev({ limit: { arena_hard: 5 } })).toEqual({ count: 8, workers: 8 });
   });
 });

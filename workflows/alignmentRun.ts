@@ -32,7 +32,7 @@ import {
 import { CONTROL_ACTIVITY_OPTIONS, stageActivityOptions } from './activityOptions';
 import { gangMachines, runGang } from './gang';
 import { allOrCancelRest } from './together';
-import { iterationStatuses, nextPolicy, shardSetting, skipProblem, stageInputs } from './plan';
+import { iterationStatuses, mergeQueue, nextPolicy, shardSetting, skipProblem, stageInputs } from './plan';
 import type { InputRef, RunControl, RunOptions, RunPlan, RunProgress, RunResumePoint, ShardSetting, StageName, StageRequest, StageResult, StageStatus } from './types';
 
 /** Patch ids: one per change to the command sequence. Histories recorded before a patch replay its old branch. */
@@ -43,7 +43,8 @@ export const PATCHES = {
    * dead: the heartbeat timeout, not a cancel, ended the activity). Only that case runs patched(). */
   cancelRequested: 'ratioloop-cancel-requested-v1',
   /** v3: sample/score with `shards` other than 1 run as K shard activities and a merge. Only such stages run patched(),
-   * so unsharded runs keep their command sequence. */
+   * so unsharded runs keep their command sequence. (evaluate joined later under the same patch: configs before it
+   * could not shard evaluate, so no history has an evaluate that this changes.) */
   shardedStages: 'ratioloop-sharded-stages-v3',
   /** v1: train with launch.num_machines > 1 runs as a gang (workflows/gang.ts): claims, one rank per machine. Only
    * such stages run patched(), so one-machine training keeps its command sequence. */
@@ -56,7 +57,7 @@ function stageActivities(plan: RunPlan, stage: StageName): StageActivities {
 
 /**
  * A sharded stage: K shard activities on the stage's queue at once (each resumes alone from its own folder; a lost
- * worker costs its shard's unfinished part), then the merge on the cpu queue. `auto` asks the control queue for K
+ * worker costs its shard's unfinished part), then the merge (plan.ts mergeQueue: evaluate's judges on its own queue). `auto` asks the control queue for K
  * first; K = 1 runs the stage as one activity. The first shard to fail for good cancels the others, which are waited
  * for (their process groups killed) before the failure goes on.
  */
@@ -67,7 +68,7 @@ async function runSharded(plan: RunPlan, control: ControlActivities, req: StageR
   const started = Date.now();
   const shardRun = stageActivities(plan, req.stage);
   const shards = await allOrCancelRest(() => Array.from({ length: count }, (_, index) => shardRun.runStage({ ...req, shard: { index, count } })));
-  const merge = proxyActivities<ShardActivities>({ ...stageActivityOptions(plan, req.stage), taskQueue: plan.queues.cpu });
+  const merge = proxyActivities<ShardActivities>({ ...stageActivityOptions(plan, req.stage), taskQueue: mergeQueue(plan, req.stage) });
   const merged = await merge.mergeShards({ ...req, shards });
   return { ...merged, skipped: merged.skipped && shards.every((r) => r.skipped), durationMs: Date.now() - started };
 }

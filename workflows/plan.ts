@@ -73,8 +73,14 @@ export function skipProblem(plan: RunPlan, k: number, stage: StageName, current:
   return undefined;
 }
 
-/** Stages that can run as shards (prompt ranges over parallel activities, then one merge). */
-export const SHARDABLE_STAGES: readonly StageName[] = ['sample', 'score'];
+/** Stages that can run as shards (prompt ranges, or evaluate's answer batches, over parallel activities, then one merge). */
+export const SHARDABLE_STAGES: readonly StageName[] = ['sample', 'score', 'evaluate'];
+
+/** Where a sharded stage's merge runs: evaluate's merge judges every answer (a local judge needs the stage's device), so
+ * it runs on the stage's own queue; the others only concatenate, on the cpu queue. */
+export function mergeQueue(plan: RunPlan, stage: StageName): string {
+  return stage === 'evaluate' ? (plan.queues[plan.stagePlans[stage].queue] ?? plan.queues.gpu) : plan.queues.cpu;
+}
 /** `shards: auto`: at least this many prompts per shard, and at most this many shards. */
 export const MIN_PROMPTS_PER_SHARD = 16;
 export const MAX_AUTO_SHARDS = 64;

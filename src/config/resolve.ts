@@ -151,8 +151,9 @@ export function resolvePlan(config: RunConfig, opts: ResolveOptions): RunPlan {
   const shardsOf: Partial<Record<StageName, { shards: number | 'auto' }>> = {
     ...(sampleShards !== undefined ? { sample: { shards: sampleShards } } : {}),
     ...(scoreShards !== undefined ? { score: { shards: scoreShards } } : {}),
+    ...(config.evaluate.shards !== undefined ? { evaluate: { shards: config.evaluate.shards } } : {}),
   };
-  const { enabled: _evalEnabled, data: evalData, baseline, ...evaluate } = config.evaluate;
+  const { enabled: _evalEnabled, data: evalData, baseline, shards: _evalShards, ...evaluate } = config.evaluate;
 
   const params: Record<StageName, Record<string, unknown>> = {
     sample: { ...sample, on_bad_row, prompts: { hf: hf ?? null, limit }, models: { policy: models.policy } },

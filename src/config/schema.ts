@@ -186,6 +186,10 @@ export const EvaluateSchema = z.strictObject({
   top_p: prob.gt(0).default(1.0),
   bootstrap_rounds: z.int().positive().default(100),
   bootstrap_seed: z.int().nonnegative().default(42),
+  shards: z
+    .union([z.literal('auto'), z.int().min(1).max(1024)])
+    .optional()
+    .describe('split answer generation into K shards by answer batches, run as parallel activities on the gpu queue (each resumes alone), then one activity on the evaluate queue judges all the answers: the same outputs as one activity; auto = one per gpu worker polling, at least 16 questions each; unset or 1 = one activity (docs/operations.md, Sharded stages)'),
   model_name: z.string().min(1).nullable().default(null).describe('name written into answer files; null = ratioloop-iter<k>'),
   cache_dir: z.string().min(1).nullable().default(null).describe('download cache for official data; null = .ratioloop/cache/eval'),
   arena_hard: z
