@@ -210,6 +210,10 @@ class SimPOTrainer(Trainer):
             if os.path.exists(dst):
                 shutil.rmtree(dst)
             os.replace(src, dst)
+            try:  # empty now: a finished run leaves no staging folder behind
+                os.rmdir(os.path.join(final_root, STAGING))
+            except OSError:
+                pass
             _fsync_dir(final_root)
             rotate_checkpoints(output_dir=final_root, save_total_limit=self.args.save_total_limit, use_mtime=False)
         self.accelerator.wait_for_everyone()

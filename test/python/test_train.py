@@ -247,6 +247,7 @@ def test_stage_outputs_and_manifest(baseline, tiny_models):
     # save_total_limit 2: only the two latest checkpoints stay
     assert sorted(p.name for p in (out / "partial" / "checkpoints").glob("checkpoint-*")) == \
         ["checkpoint-3", "checkpoint-4"]
+    assert sorted(p.name for p in (out / "partial" / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-4"]
     # training moved the weights
     from safetensors.torch import load_file
 
