@@ -24,6 +24,7 @@ import { projectRoot } from '../src/paths';
 import { writeJsonAtomic, type RunRecord } from '../src/runStore';
 import { startWorkers } from '../src/worker';
 import { uniqueQueues } from '../test/helpers';
+import type { alignmentRun } from '../workflows/alignmentRun';
 import type { RunProgress } from '../workflows/types';
 
 const { values } = parseArgs({
@@ -120,7 +121,7 @@ async function measure(label: string, sizes: Sizes, shards: number, workers: num
   let result: RunProgress;
   const t0 = performance.now();
   try {
-    result = await client.workflow.execute('alignmentRun', { workflowId: runId, taskQueue: plan.queues.control, args: [plan, { searchAttributes: false }] });
+    result = await client.workflow.execute<typeof alignmentRun>('alignmentRun', { workflowId: runId, taskQueue: plan.queues.control, args: [plan, { searchAttributes: false }] });
   } finally {
     for (const g of gpus) g.proc.kill('SIGTERM');
     await Promise.allSettled(gpus.map((g) => g.proc));
