@@ -2,7 +2,7 @@
 // ($RATIOLOOP_HOSTNAME) sharing the run folder; the workflow claims both, runs one rank on each host's own queue and the
 // real train stage trains the tiny model over gloo (2 machines × 1 CPU process). One rank's "machine" dies mid-training
 // (its worker and stage process group, kill -9): the gang is cancelled and retried as a whole, on live hosts, from the
-// last checkpoint, and ends with an undisturbed run's checkpoint steps.
+// last checkpoint, and ends with an undisturbed run's checkpoint steps and losses.
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -85,11 +85,22 @@ const checkpointSteps = async (s: Setup) =>
   (await readdir(path.join(trainDir(s), 'partial', 'checkpoints'))).map((n) => /^checkpoint-(\d+)$/.exec(n)?.[1]).filter((n): n is string => n !== undefined).map(Number).sort((a, b) => a - b);
 const attemptRecord = async (s: Setup, name: string) => JSON.parse(await readFile(path.join(trainDir(s), 'logs', name), 'utf8')) as { machine: string; taskQueue: string; gang: { rank: number; machines: number; attempt: number } };
 
+/** The gang's train spec run once, undisturbed, on one machine with the same ranks (2 processes): its folder. */
+async function undisturbedRun(s: Setup): Promise<string> {
+  const spec = JSON.parse(await readFile(path.join(trainDir(s), 'spec.json'), 'utf8')) as { params: { launch: Record<string, unknown> }; outputDir: string };
+  const outputDir = path.join(s.dir, 'undisturbed');
+  const file = path.join(outputDir, 'spec.json');
+  await writeJsonAtomic(file, { ...spec, params: { ...spec.params, launch: { ...spec.params.launch, num_machines: 1 } }, outputDir });
+  await execa(pythonPath(), [path.join(projectRoot, 'scripts', 'train_simpo.py'), '--spec', file], { cwd: projectRoot, env: { RATIOLOOP_NO_LOCK: '1', RATIOLOOP_THREADS: '1' } });
+  return outputDir;
+}
+
 describe('multi-node training as a gang (worker processes as hosts, tiny model, gloo)', () => {
   let control: WorkerSet | undefined;
   afterAll(async () => control?.shutdown());
 
-  // One run covers both the gang and its retry (an undisturbed gang run on top would cost another 35 s of CI).
+  // One run covers both the gang and its retry; the undisturbed run to compare with is the same spec on one machine
+  // with the same 2 ranks (a second gang would cost another 35 s of CI).
   it('claims 2 hosts, a rank on each host queue; a rank’s machine dies mid-training: the gang reruns on live hosts from its checkpoint', async () => {
     const s = await setup('gang-killed');
     control = await startWorkers({ settings: settings(), roles: ['control', 'cpu'], queues: s.plan.queues });
@@ -131,6 +142,14 @@ describe('multi-node training as a gang (worker processes as hosts, tiny model, 
       expect(steps).toEqual([1, 2, 3, 4]);
       // An undisturbed run's checkpoints: one per step (save_steps 1) of 4 (8 pairs / 2 processes), the newest 2 kept.
       expect(await checkpointSteps(s)).toEqual([3, 4]);
+      // …and an undisturbed run's numbers: the same spec on one machine with the same 2 ranks, never killed, has the
+      // same loss at every step (steps 3–4 ran after the gang's resume).
+      const undisturbed = await undisturbedRun(s);
+      const losses = async (dir: string) => (await readFile(path.join(dir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+      const [gang, alone] = [await losses(trainDir(s)), await losses(undisturbed)];
+      expect(alone).toHaveLength(4);
+      gang.forEach((x, i) => expect(Math.abs(x - alone[i]!)).toBeLessThan(1e-5));
+      expect((await readdir(path.join(undisturbed, 'partial', 'checkpoints'))).sort()).toEqual(['checkpoint-3', 'checkpoint-4']);
       // Resumed, the finished stage is skipped by its done-check alone: no machine is claimed, no rank runs.
       const resumed = await c.workflow.start<typeof alignmentRun>('alignmentRun', { workflowId: `${s.plan.runId}-resumed`, taskQueue: s.plan.queues.control, args: [s.plan, { searchAttributes: false, from: { iteration: 1, done: { pairs: s.pairs } } }] });
       expect((await resumed.result()).stages.find((x) => x.stage === 'train')?.status).toBe('skipped');
