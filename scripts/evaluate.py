@@ -476,7 +476,8 @@ class Evaluation:
         answers = self.answer(self.load_sets(), shard=shard)
         path = self.out / f"{answer_shards.OUTPUT}.jsonl"
         n = answer_shards.write_shard_answers(path, answers, self.answer_plan)
-        self.stage.write_manifest(outputs={answer_shards.OUTPUT: path}, metrics={"answers": n},
+        self.stage.write_manifest(outputs={answer_shards.OUTPUT: path},
+                                  metrics={"answers": n, "answer_seconds": round(time.time() - self.t0, 2)},
                                   extra={"evaluate": {"shard": {"index": shard.index, "count": shard.count,
                                                                 "batches": list(self.shard_units)},
                                                       "backend_choice": self.backend_choices}})

@@ -59,6 +59,9 @@ def test_sharded_evaluate_equals_unsharded(tmp_path, tiny_models):
               for i in range(3)]
     assert ranges == [[0, 2], [2, 5], [5, 8]]
     man = json.loads((many / "manifest.json").read_text())
+    shard_s = [json.loads((many / f"shard-{i:04d}-of-0003" / "manifest.json").read_text())["metrics"]["answer_seconds"]
+               for i in range(3)]
+    assert all(t > 0 for t in shard_s)  # the stage's answer time is its slowest shard's (the merge's event)
     assert man["specHash"] == json.loads((one / "manifest.json").read_text())["specHash"]
 
 
