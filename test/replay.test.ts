@@ -35,7 +35,7 @@ async function replayAll(code: string): Promise<ReplayResult[]> {
 describe('replay of recorded histories', () => {
   it('has histories for every scenario, from old code and from the current code', async () => {
     const names = (await histories()).map((h) => h.file);
-    for (const sc of ['two-iter', 'retry', 'bad-input', 'cancel', 'control', 'cancel-dead-worker']) expect(names.filter((n) => n.includes(`-${sc}-`)).length).toBeGreaterThan(0);
+    for (const sc of ['two-iter', 'retry', 'bad-input', 'cancel', 'control', 'cancel-dead-worker', 'sharded', 'sharded-bad-input', 'sharded-evaluate', 'gang', 'gang-retry']) expect(names.filter((n) => n.includes(`-${sc}-`)).length).toBeGreaterThan(0);
   });
 
   it('replays every history against the current workflow bundle', async () => {

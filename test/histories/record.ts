@@ -134,6 +134,15 @@ scenarios.push({
     plan.stagePlans.sample.shards = 3;
   },
 });
+scenarios.push({
+  // Sharded evaluate (same patch): 2 answer shards on the gpu queue, then the judging merge on the evaluate queue.
+  name: 'sharded-evaluate',
+  fixture: { evaluate: { sharded: true, prompts: 12, batch: 4 } },
+  iterations: 1,
+  plan: (plan) => {
+    plan.stagePlans.evaluate.shards = 2;
+  },
+});
 
 // Multi-node training as a gang (patch ratioloop-gang-training-v1): train on 2 machines, one rank on each host's queue.
 const onTwoMachines = (plan: RunPlan): void => {
