@@ -12,8 +12,6 @@ shards' answers and writes the outputs above, as an unsharded run would.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,16 +20,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ratioloop_py.errors import BadInput  # noqa: E402
-from ratioloop_py.evals import alpaca_eval, data, mt_bench  # noqa: E402
-from ratioloop_py.evals import answer_shards  # noqa: E402
-from ratioloop_py.evals.answers import AnswerModel, answer_all, plan_batches  # noqa: E402
+from ratioloop_py.evals import answer_shards, data  # noqa: E402
+from ratioloop_py.evals.answering import OFFICIAL_GEN_LIMIT, Answering, gen_limit  # noqa: E402
 from ratioloop_py.evals.arena_answers import answer_row as arena_answer_row  # noqa: E402
-from ratioloop_py.evals.official_prompts import prompt_set  # noqa: E402
 from ratioloop_py.evals import run_alpaca_eval, run_arena_hard, run_mt_bench  # noqa: E402
 from ratioloop_py.evals.outputs import answer_id as _answer_id, maybe_int as _maybe_int  # noqa: E402
 from ratioloop_py.evals.outputs import write_json as _write_json  # noqa: E402
 from ratioloop_py.evals.judges import ApiJudge, Judge, JudgeCache, LocalJudge  # noqa: E402
-from ratioloop_py.io import atomic_write_text, sha256_file  # noqa: E402
+from ratioloop_py.evals.sets import load_sets  # noqa: E402
 from ratioloop_py.shards import Shard, merge_list, shard_of  # noqa: E402
 from ratioloop_py.stage import Stage, run_stage  # noqa: E402
 
@@ -39,9 +35,6 @@ BENCHMARKS = ("arena_hard", "alpaca_eval", "mt_bench")
 # The official protocols' judges and baselines: any other judge or data makes a result not leaderboard-comparable.
 OFFICIAL_JUDGE = {"arena_hard": "gpt-4-1106-preview", "alpaca_eval": "gpt-4-1106-preview", "mt_bench": "gpt-4"}
 OFFICIAL_MAX_TOKENS = {"arena_hard": 4096, "alpaca_eval": 1, "mt_bench": 2048}
-# Answer length limits of the official generation scripts (arena-hard-auto gen_answer_config max_tokens, FastChat
-# gen_model_answer --max-new-token); AlpacaEval has none of its own: each model answers up to its own limit (None).
-OFFICIAL_GEN_LIMIT: dict[str, int | None] = {"arena_hard": 4096, "alpaca_eval": None, "mt_bench": 1024}
 
 DEFAULTS: dict[str, Any] = {
     "benchmarks": list(BENCHMARKS), "limit": None, "max_new_tokens": None, "batch_size": 8, "backend": "auto",
@@ -103,34 +96,8 @@ def resolve_params(raw: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-def gen_limit(p: dict[str, Any], bench: str) -> int | None:
-    """Answer limit (new tokens per turn) for a benchmark: the set number, else the official one (None: the
-    model's own length limit)."""
-    m = p["max_new_tokens"]
-    if isinstance(m, dict):
-        m = m.get(bench)
-    return OFFICIAL_GEN_LIMIT[bench] if m is None else int(m)
-
-
-def limit_of(p: dict[str, Any], bench: str) -> int | None:
-    lim = p["limit"]
-    if isinstance(lim, dict):
-        lim = lim.get(bench)
-    return None if lim is None else int(lim)
-
-
 def _has_model(stage: Stage, name: str) -> bool:
     return (stage.spec.get("inputs") or {}).get(name) is not None or bool((stage.params.get("models") or {}).get(name))
-
-
-def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    pa, pb = a.get("path") or a.get("hub"), b.get("path") or b.get("hub")
-    same = pa == pb or (a.get("path") and b.get("path") and os.path.realpath(pa) == os.path.realpath(pb))
-    return bool(same) and a.get("template", "chat") == b.get("template", "chat")
-
-
-def _data_ref(path: Path | None, official: bool) -> dict[str, Any] | None:
-    return None if path is None else {"path": str(path), "sha256": sha256_file(path), "official": official}
 
 
 class Evaluation:
@@ -163,206 +130,15 @@ class Evaluation:
         self.t0 = time.time()
         self.prompt_sets: dict[str, Any] = {}
         self.answer_rows: dict[str, dict[str, Any]] = {}
-
-    # ------------------------------------------------------------------ data
-    def _default(self, rel: str) -> Path | None:
-        p = self.data_dir / rel
-        return p if p.exists() else None
+        self.answering = Answering(stage, self.p, self.policy_spec, self.baseline_spec)
 
     def load_sets(self) -> dict[str, Any]:
-        p, sets = self.p, {}
-        if "arena_hard" in p["benchmarks"]:
-            a = p["arena_hard"]
-            qpath, qoff = data.resolve(a["questions"], "arena_hard.questions", self.cache_dir,
-                                       self._default("arena_hard/question.jsonl"))
-            if qpath is None:
-                raise BadInput("params.arena_hard.questions: no question file (none in the data folder either)")
-            qs = data.load_arena_questions(qpath)
-            full = len(qs)
-            if limit_of(p, "arena_hard") is not None:
-                qs = qs[:limit_of(p, "arena_hard")]
-            bpath, boff = None, False
-            if a["baseline_answers"] or not self.baseline_spec:
-                bpath, boff = data.resolve(a["baseline_answers"], "arena_hard.baseline_answers", self.cache_dir,
-                                           self._default("arena_hard/baseline_answers.jsonl"))
-                if bpath is None:
-                    raise BadInput("params.arena_hard.baseline_answers: none given and no baseline model "
-                                   "(inputs.baseline / params.models.baseline)")
-            sets["arena_hard"] = {"questions": qs, "q_ref": _data_ref(qpath, qoff), "b_ref": _data_ref(bpath, boff),
-                                  "full": len(qs) == full}
-        if "alpaca_eval" in p["benchmarks"]:
-            a = p["alpaca_eval"]
-            ipath, ioff = data.resolve(a["instructions"], "alpaca_eval.reference_outputs", self.cache_dir,
-                                       self._default("alpaca_eval/instructions.json"), param="alpaca_eval.instructions")
-            if ipath is None:
-                raise BadInput("params.alpaca_eval.instructions: no instruction file (none in the data folder either)")
-            items = data.load_alpaca(ipath)
-            full = len(items)
-            rpath, roff = None, False
-            if a["reference_outputs"] or not self.baseline_spec:
-                rpath, roff = data.resolve(a["reference_outputs"], "alpaca_eval.reference_outputs", self.cache_dir,
-                                           self._default("alpaca_eval/reference_outputs.json"))
-                if rpath is None and not all("output" in it for it in items):
-                    raise BadInput("params.alpaca_eval.reference_outputs: none given and no baseline model")
-            if limit_of(p, "alpaca_eval") is not None:
-                items = items[:limit_of(p, "alpaca_eval")]
-            diff = gamed = None
-            goff = False
-            if a["instruction_difficulty"]:
-                dpath, _ = data.resolve(a["instruction_difficulty"], "alpaca_eval.instruction_difficulty",
-                                        self.cache_dir, None)
-                diff = data.load_instruction_difficulty(dpath)[:len(items)]
-                if len(diff) != len(items):
-                    raise BadInput("params.alpaca_eval.instruction_difficulty: fewer rows than instructions")
-            if a["gamed"]:  # df_gamed.csv: the leaderboard's LC GLM (length_controlled_v1) needs it
-                gpath, goff = data.resolve(a["gamed"], "alpaca_eval.df_gamed", self.cache_dir, None,
-                                        param="alpaca_eval.gamed")
-                gamed = data.load_df_gamed(gpath)
-                alpaca_eval.difficulty_by_label(gamed, len(items))  # fails now, not after judging
-            sets["alpaca_eval"] = {"items": items, "i_ref": _data_ref(ipath, ioff), "r_ref": _data_ref(rpath, roff),
-                                   "difficulty": diff, "gamed": gamed, "gamed_official": goff,
-                                   "full": full == data.OFFICIAL_ALPACA_INSTRUCTIONS and len(items) == full}
-        if "mt_bench" in p["benchmarks"]:
-            a = p["mt_bench"]
-            qpath, qoff = data.resolve(a["questions"], "mt_bench.questions", self.cache_dir,
-                                       self._default("mt_bench/question.jsonl"))
-            if qpath is None:
-                raise BadInput("params.mt_bench.questions: no question file (none in the data folder either)")
-            qs = data.load_mt_questions(qpath)
-            full = len(qs)
-            # FastChat grades with the GPT-4 reference answers: the official ones go with the official questions.
-            ref_value = a["reference_answers"] or ("official" if qoff else None)
-            rpath, roff = data.resolve(ref_value, "mt_bench.reference_answers", self.cache_dir,
-                                       self._default("mt_bench/reference_answer.jsonl"))
-            if rpath:  # a reference file replaces the questions' own short `reference` strings, as in FastChat
-                refs = data.load_mt_reference(rpath)
-                for q in qs:
-                    q.pop("reference", None)
-                    if q["id"] in refs:
-                        q["reference"] = refs[q["id"]]
-            if limit_of(p, "mt_bench") is not None:
-                qs = qs[:limit_of(p, "mt_bench")]
-            missing = mt_bench.missing_references(qs)
-            if missing:
-                raise BadInput(f"params.mt_bench.reference_answers: no reference answer for question(s) "
-                               f"{', '.join(missing[:5])} (category {next(q['category'] for q in qs if q['id'] == missing[0])}"
-                               f"; FastChat grades {', '.join(mt_bench.NEED_REF_CATS)} only against a reference)"
-                               + (f" in {rpath}" if rpath else ""))
-            sets["mt_bench"] = {"questions": qs, "q_ref": _data_ref(qpath, qoff), "r_ref": _data_ref(rpath, roff),
-                                "full": len(qs) == full,
-                                "reference_source": "file" if rpath else "question file 'reference' fields"}
-        for b in sets:
-            sets[b]["prompts"] = prompt_set(b, p[b]["prompts"], self.cache_dir)
-        return sets
-
-    # ------------------------------------------------------------------ answers
-    def answer_jobs(self, sets: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any], list]], list[str], bool]:
-        """What to answer, in order: (who, model spec, [(benchmark, items)]) for the policy on every benchmark, then
-        the baseline where it stands in for the official answers; those benchmarks; and whether the baseline is the
-        policy itself (then it answers nothing: the policy's answers are its answers)."""
-        jobs = []
-        if "arena_hard" in sets:
-            jobs.append(("arena_hard", [{"id": q["id"], "turns": [q["prompt"]], "temperature": 0.0}
-                                        for q in sets["arena_hard"]["questions"]]))
-        if "alpaca_eval" in sets:
-            jobs.append(("alpaca_eval", [{"id": str(i), "turns": [it["instruction"]], "temperature": 0.0}
-                                         for i, it in enumerate(sets["alpaca_eval"]["items"])]))
-        if "mt_bench" in sets:
-            jobs.append(("mt_bench", [{"id": q["id"], "turns": q["turns"],
-                                       "temperature": mt_bench.temperature_of(q["category"])}
-                                      for q in sets["mt_bench"]["questions"]]))
-        baseline_benches = []
-        if self.baseline_spec:
-            if "arena_hard" in sets and sets["arena_hard"]["b_ref"] is None:
-                baseline_benches.append("arena_hard")
-            if "alpaca_eval" in sets and sets["alpaca_eval"]["r_ref"] is None:
-                baseline_benches.append("alpaca_eval")
-        reuse = self.baseline_spec is not None and _same_model(self.policy_spec, self.baseline_spec)
-        groups = [("policy", self.policy_spec, jobs)]
-        if baseline_benches and not reuse:
-            groups.append(("baseline", self.baseline_spec, [j for j in jobs if j[0] in baseline_benches]))
-        return groups, baseline_benches, reuse
+        return load_sets(self.p, self.data_dir, self.cache_dir, self.baseline_spec is not None)
 
     def answer(self, sets: dict[str, Any], shard: Shard | None = None,
                shards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Policy answers for every benchmark, then baseline answers where a baseline model stands in for the
-        official ones: generated here (a shard: only its range of batches), or (shards) taken from the shards."""
-        groups, baseline_benches, reuse = self.answer_jobs(sets)
-        self.answer_plan = [(who, bench, items) for who, _, jobs in groups for bench, items in jobs]
-        self.backend_choices: dict[str, Any] = {}
-        if shards is not None:
-            results = answer_shards.merged_answers(shards, self.answer_plan)
-            self.backend_choices, seconds = answer_shards.shard_facts(shards)
-            self.stage.metric("answer_seconds", round(seconds, 2))
-        else:
-            ranges = None
-            if shard is not None:
-                ranges, self.shard_units = answer_shards.batch_ranges(self.answer_plan, self.p["batch_size"], shard)
-            results = self._generate(groups, ranges)
-        for bench in baseline_benches if reuse else []:
-            results.setdefault("baseline", {})[bench] = results["policy"][bench]
-        return results
+        return self.answering.answer(sets, shard=shard, shards=shards)
 
-    def _generate(self, groups: list[tuple[str, dict[str, Any], list]],
-                  ranges: dict[tuple[str, str], tuple[int, int]] | None) -> dict[str, Any]:
-        """Answers of each group's model (loaded once, and only when something is left to answer); `ranges`: only
-        those batches of each (who, benchmark), as a shard."""
-        p = self.p
-
-        def count(who: str, bench: str, items: list) -> int:
-            if ranges is None:
-                return len(items)
-            lo, hi = ranges.get((who, bench), (0, 0))
-            return sum(len(b) for b in plan_batches(items, p["batch_size"])[lo:hi])
-
-        total = sum(count(who, b, items) for who, _, jobs in groups for b, items in jobs)
-        results: dict[str, Any] = {"policy": {}, "baseline": {}}
-        done = 0
-        for who, spec, job_list in groups:
-            holder: dict[str, AnswerModel] = {}
-            current: dict[str, int | None] = {}
-
-            def factory(who=who, spec=spec, job_list=job_list, holder=holder, current=current) -> AnswerModel:
-                if "m" not in holder:
-                    self.stage.log(f"loading the {who} model for answers")
-                    with self.stage.phase(f"loading the {who} model for answers"):  # alive lines (stall watchdog)
-                        # work_tokens over the whole job, not a shard's share: every shard picks the same backend
-                        holder["m"] = AnswerModel(spec, backend=p["backend"], seed=self.stage.seed,
-                                                  max_new_tokens=current["limit"], top_p=p["top_p"],
-                                                  work_tokens=sum(len(it["turns"]) * int(gen_limit(p, b) or 2048)
-                                                                  for b, its in job_list for it in its))
-                    self.backend_choices[who] = holder["m"].choice.manifest()
-                    self.stage.log(f"{who} answers backend: {holder['m'].backend} ({holder['m'].choice.reason})")
-                holder["m"].max_new_tokens = current["limit"]  # one model, each benchmark's own limit
-                return holder["m"]
-
-            for bench, items in job_list:
-                if ranges is not None and (who, bench) not in ranges:
-                    continue
-                current["limit"] = gen_limit(p, bench)
-                if "m" in holder:
-                    holder["m"].max_new_tokens = current["limit"]
-                base = done
-                results[who][bench] = answer_all(
-                    factory, items, self.partial / f"{who}_answers_{bench}.jsonl", batch_size=p["batch_size"],
-                    tag=f"{who}:{bench}", tstamp=self._answers_tstamp(),
-                    batches=None if ranges is None else ranges[(who, bench)],
-                    on_progress=lambda d, _t, b=base: self.stage.progress(b + d, total, "answers"))
-                done = base + count(who, bench, items)
-            if "m" in holder:
-                holder["m"].close()
-        self.stage.progress(total, total, "answers")
-        self.stage.metric("answer_seconds", round(time.time() - self.t0, 2))
-        return results
-
-    def _answers_tstamp(self) -> float:
-        """When this stage first began answering (the answer rows' tstamp), kept in partial/ for resumed runs."""
-        f = self.partial / "answers_tstamp.json"
-        if f.exists():
-            return float(json.loads(f.read_text())["tstamp"])
-        t = time.time()
-        atomic_write_text(f, json.dumps({"tstamp": t}) + "\n")
-        return t
 
     # ------------------------------------------------------------------ judge
     def make_judge(self, spec: dict[str, Any] | None = None) -> Judge:
@@ -475,12 +251,12 @@ class Evaluation:
         """A shard of a sharded evaluate stage: its range of answer batches into answers.jsonl, no judging."""
         answers = self.answer(self.load_sets(), shard=shard)
         path = self.out / f"{answer_shards.OUTPUT}.jsonl"
-        n = answer_shards.write_shard_answers(path, answers, self.answer_plan)
+        n = answer_shards.write_shard_answers(path, answers, self.answering.answer_plan)
         self.stage.write_manifest(outputs={answer_shards.OUTPUT: path},
                                   metrics={"answers": n, "answer_seconds": round(time.time() - self.t0, 2)},
                                   extra={"evaluate": {"shard": {"index": shard.index, "count": shard.count,
-                                                                "batches": list(self.shard_units)},
-                                                      "backend_choice": self.backend_choices}})
+                                                                "batches": list(self.answering.shard_units)},
+                                                      "backend_choice": self.answering.backend_choices}})
 
     def run(self) -> None:
         shard, shards = shard_of(self.stage.params), merge_list()
@@ -514,7 +290,7 @@ class Evaluation:
             "baseline_model": self.baseline_name,
             "judge": judge.identity,
             "generation": {"max_new_tokens": {b: gen_limit(self.p, b) for b in sets}, "backend": self.p["backend"],
-                           "backend_choice": getattr(self, "backend_choices", {}),  # per model: what auto picked, why
+                           "backend_choice": self.answering.backend_choices,  # per model: what auto picked, why
                            "seed": self.stage.seed,
                            # token_len in the ArenaHard answer files (the official files count with tiktoken)
                            "token_len_tokenizer": str(self.policy_spec.get("tokenizer") or self.policy_spec.get("path")
