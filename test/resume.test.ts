@@ -105,6 +105,30 @@ describe('resume', () => {
     expect((rec.plan.stagePlans.train.params as { per_device_train_batch_size: number }).per_device_train_batch_size).toBe(1);
   }, 90_000);
 
+  it('--config on an open run: refused (nothing recorded) unless --restart, which terminates it and runs the edited plan', async () => {
+    const { dir, config, runsDir, cfg } = await setup('open');
+    const runDir = path.join(runsDir, 'rs-open');
+    const run = cli({ sample: { sleep_s: 60 } }, 'run', config, '--run-id', 'rs-open', '--no-preflight');
+    await waitFor('the sample stage to start', async () => (await ran(runDir)).includes('sample'));
+    const before = await record(runDir);
+    const edited = path.join(dir, 'edited.yaml');
+    await writeFile(edited, JSON.stringify({ ...cfg, train: { per_device_train_batch_size: 1 } }));
+    const refused = await cli({}, 'resume', 'rs-open', '--config', edited, '--no-preflight');
+    expect(refused.exitCode, String(refused.stderr)).toBe(2);
+    expect(refused.stderr).toContain('run rs-open is running: a new config applies from a new execution');
+    expect((await record(runDir)).configHash).toBe(before.configHash);
+    const res = await cli({}, 'resume', 'rs-open', '--config', edited, '--no-preflight', '--restart');
+    expect(res.exitCode, String(res.stderr)).toBe(0);
+    expect(res.stdout).toContain('terminated the open execution of and restarted run rs-open');
+    const r = await run; // the CLI that followed the first execution sees it end
+    expect(r.exitCode).not.toBe(0);
+    const rec = await record(runDir);
+    expect(rec.status).toBe('completed');
+    expect(rec.replans).toEqual([expect.objectContaining({ configPath: edited, fromConfigHash: before.configHash, changedKeys: ['train.per_device_train_batch_size'] })]);
+    expect((rec.plan.stagePlans.train.params as { per_device_train_batch_size: number }).per_device_train_batch_size).toBe(1);
+    expect(rec.workflowRunIds.length).toBeGreaterThanOrEqual(2);
+  }, 120_000);
+
   it('a run folder that was moved resumes where it now is, keeping its finished stages', async () => {
     const { dir, config, runsDir } = await setup('moved');
     const first = await cli(trainFails, 'run', config, '--run-id', 'rs-moved', '--no-preflight');
