@@ -158,6 +158,14 @@ async function follow(client: Client, started: StartedRun, runsDir: string): Pro
     const lines = code === EXIT.cancelled ? [`run ${started.runId} was ${terminated ? 'terminated (cancel --force)' : 'cancelled'}`] : await failureLines(final, started.runDir, sdkLog);
     process.stderr.write(`\n${lines.join('\n')}\n`);
     process.stderr.write(code === EXIT.cancelled ? `\`ratioloop resume ${started.runId}\` continues it (finished stages are kept)\n` : `fix the cause, then: ratioloop resume ${started.runId}\n`);
+    // What did finish, and which stage failed with what, on one page; only a courtesy, so never a second error.
+    try {
+      const report = `${started.runDir}/report.html`;
+      await writeHtmlReport(await compareRuns(runsDir, [started.runId]), report, runsDir);
+      process.stderr.write(`report (the stages that finished): ${report}\n`);
+    } catch (e) {
+      log.debug({ err: (e as Error).message }, 'no report for the unfinished run');
+    }
   }
   return code;
 }

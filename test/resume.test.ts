@@ -75,6 +75,8 @@ describe('resume', () => {
     const first = await cli(trainFails, 'run', config, '--run-id', 'rs-replan', '--no-preflight');
     expect(first.exitCode, String(first.stderr)).toBe(1);
     expect(first.stdout, String(first.stderr)).toContain('started run rs-replan');
+    expect(first.stderr).toContain(`report (the stages that finished): ${runDir}/report.html`);
+    expect(await text(path.join(runDir, 'report.html'))).toContain('batch too large for this GPU; this report shows what its folder holds');
     const failed = await record(runDir);
     expect(stageStatus(failed)).toMatchObject({ sample: 'done', score: 'done', pairs: 'done', train: 'failed' });
 
