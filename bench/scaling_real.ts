@@ -1,14 +1,15 @@
 // Scaling of the REAL sharded sample and score stages (issue 15): the embedded default's programs (scripts/sample.py,
 // scripts/score.py) on its model (configs/tiny.yaml: SmolLM2-135M), each gpu worker a process of its own
 // (bench/realGpuWorker.ts), control and cpu (the merges) in this process, one private Temporal dev server.
-//   npx tsx bench/scaling_real.ts [--prompts 32] [--n 2] [--max-new-tokens 48] [--overhead-shards 4] [--no-overhead] [--json]
+//   npx tsx bench/scaling_real.ts [--prompts 32] [--n 2] [--max-new-tokens 48] [--overhead-shards 4] [--repeats 2] [--no-overhead] [--json]
 // On a CPU machine each worker's stage process gets ONE torch thread (RATIOLOOP_THREADS=1), so W workers model W
 // devices. Rows: one unsharded activity on one 1-thread worker (the baseline), K = 2 shards over two 1-thread workers,
 // and one unsharded activity on one 2-thread worker (the same cores used the ordinary way). Makespan per stage is the
 // workflow's own stage duration (schedule → manifest, the merge included); outputs are compared by sha256 with the
 // baseline's. Overhead per shard: a small stage (batches of 2) as K shards one after another on one worker vs one
 // activity: the same batches either way, so the difference is what each shard adds (scheduling, hashing, the lease,
-// Python and torch start-up, model loading, the merge's share).
+// Python and torch start-up, model loading, the merge's share). Every configuration runs --repeats times in rotated
+// order and the fastest run per stage counts (this shared host's speed moves with its neighbours); every run is printed.
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     'max-new-tokens': { type: 'string', default: '48' },
     'overhead-shards': { type: 'string', default: '4' },
     'no-overhead': { type: 'boolean', default: false },
+    repeats: { type: 'string', default: '2' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -41,6 +43,7 @@ const PROMPTS = Number(values.prompts);
 const N = Number(values.n);
 const MAX_NEW = Number(values['max-new-tokens']);
 const OVERHEAD_K = Number(values['overhead-shards']);
+const REPEATS = Number(values.repeats);
 const CONFIG = path.join(projectRoot, 'configs', 'tiny.yaml');
 const OUTPUTS = [['sample', 'samples.jsonl'], ['score', 'scores.jsonl'], ['score', 'routes.jsonl']] as const;
 
@@ -88,6 +91,8 @@ interface Measured {
   responses: number;
   runDir: string;
   sha256: Record<string, string>;
+  /** 1-minute load average when the run started and ended (this bench's own processes included). */
+  load: [number, number];
 }
 
 const sha256 = async (file: string) => createHash('sha256').update(await readFile(file)).digest('hex');
@@ -118,6 +123,7 @@ async function measure(label: string, sizes: Sizes, shards: number, workers: num
 
   const local = await startWorkers({ settings: { address: server.address, namespace: 'default' }, roles: ['control', 'cpu'], queues: plan.queues });
   const gpus = await gpuWorkers(workers, plan.queues.gpu, threads);
+  const loadAtStart = os.loadavg()[0]!;
   let result: RunProgress;
   const t0 = performance.now();
   try {
@@ -145,6 +151,7 @@ async function measure(label: string, sizes: Sizes, shards: number, workers: num
     responses: sizes.prompts * sizes.n,
     runDir: plan.runDir,
     sha256: hashes,
+    load: [loadAtStart, os.loadavg()[0]!],
   };
   process.stderr.write(`  sample ${m.sampleS.toFixed(1)} s, score ${m.scoreS.toFixed(1)} s, total ${totalS.toFixed(1)} s, ${m.generatedTokens} tokens\n`);
   return m;
@@ -181,27 +188,69 @@ async function differences(r: Measured, base: Measured): Promise<Record<string, 
   return out;
 }
 
+/** Each configuration `repeats` times, the order rotated every round so none always runs first (warm or cold). */
+async function rounds(configs: readonly Config[], sizes: Sizes, repeats: number): Promise<Measured[][]> {
+  const got: Measured[][] = configs.map(() => []);
+  for (let r = 0; r < repeats; r++) {
+    for (let j = 0; j < configs.length; j++) {
+      const i = (j + r) % configs.length;
+      const c = configs[i]!;
+      got[i]!.push(await measure(c.label, sizes, c.shards, c.workers, c.threads));
+    }
+  }
+  return got;
+}
+
+interface Config {
+  label: string;
+  shards: number;
+  workers: number;
+  threads: number;
+}
+
+/** The fastest of a configuration's runs, per stage (this host's rates move with its neighbours' load). */
+const fastest = (ms: Measured[]) => ({ sampleS: Math.min(...ms.map((m) => m.sampleS)), scoreS: Math.min(...ms.map((m) => m.scoreS)) });
+
 try {
   const sizes: Sizes = { prompts: PROMPTS, n: N, maxNewTokens: MAX_NEW, batch: 8 };
+  const configs: Config[] = [
+    { label: 'unsharded, 1 worker × 1 thread', shards: 1, workers: 1, threads: 1 },
+    { label: '2 shards, 2 workers × 1 thread', shards: 2, workers: 2, threads: 1 },
+    { label: 'unsharded, 1 worker × 2 threads', shards: 1, workers: 1, threads: 2 },
+  ];
   const loadBefore = os.loadavg()[0]!;
-  const base = await measure('unsharded, 1 worker × 1 thread', sizes, 1, 1, 1);
-  const sharded = await measure('2 shards, 2 workers × 1 thread', sizes, 2, 2, 1);
-  const twoThreads = await measure('unsharded, 1 worker × 2 threads', sizes, 1, 1, 2);
-  const rows = await Promise.all([base, sharded, twoThreads].map(async (r, i) => ({
-    ...r,
-    baseline: i === 0,
-    differences: await differences(r, base),
-    sampleSpeedup: base.sampleS / r.sampleS,
-    scoreSpeedup: base.scoreS / r.scoreS,
-    bothSpeedup: (base.sampleS + base.scoreS) / (r.sampleS + r.scoreS),
-    identical: same(r, base),
-  })));
+  const measured = await rounds(configs, sizes, REPEATS);
+  const base = measured[0]![0]!;
+  const best = measured.map(fastest);
+  const b0 = best[0]!;
+  const rows = await Promise.all(configs.map(async (c, i) => {
+    const runsOf = measured[i]!;
+    const { sampleS, scoreS } = best[i]!;
+    const diffs = await Promise.all(runsOf.map((m) => differences(m, base)));
+    return {
+      ...c,
+      baseline: i === 0,
+      sampleS,
+      scoreS,
+      sampleSpeedup: b0.sampleS / sampleS,
+      scoreSpeedup: b0.scoreS / scoreS,
+      bothSpeedup: (b0.sampleS + b0.scoreS) / (sampleS + scoreS),
+      generatedTokens: runsOf[0]!.generatedTokens,
+      identical: runsOf.every((m) => same(m, base)),
+      differences: diffs.find((d) => Object.keys(d).length > 0) ?? {},
+      runs: runsOf,
+    };
+  }));
 
-  let overhead: { sizes: Sizes; shards: number; unsharded: Measured; sharded: Measured; perShardSampleS: number; perShardScoreS: number; identical: boolean } | undefined;
+  let overhead: { sizes: Sizes; shards: number; unsharded: ReturnType<typeof fastest>; sharded: ReturnType<typeof fastest>; perShardSampleS: number; perShardScoreS: number; identical: boolean; runs: Measured[][] } | undefined;
   if (!values['no-overhead']) {
     const small: Sizes = { prompts: 2 * OVERHEAD_K, n: 2, maxNewTokens: 8, batch: 2 };
-    const one = await measure(`overhead: unsharded, 1 worker`, small, 1, 1, 1);
-    const many = await measure(`overhead: ${OVERHEAD_K} shards, 1 worker`, small, OVERHEAD_K, 1, 1);
+    const got = await rounds([
+      { label: 'overhead: unsharded, 1 worker', shards: 1, workers: 1, threads: 1 },
+      { label: `overhead: ${OVERHEAD_K} shards, 1 worker`, shards: OVERHEAD_K, workers: 1, threads: 1 },
+    ], small, REPEATS);
+    const [one, many] = [fastest(got[0]!), fastest(got[1]!)];
+    const ref = got[0]![0]!;
     overhead = {
       sizes: small,
       shards: OVERHEAD_K,
@@ -209,18 +258,21 @@ try {
       sharded: many,
       perShardSampleS: (many.sampleS - one.sampleS) / (OVERHEAD_K - 1),
       perShardScoreS: (many.scoreS - one.scoreS) / (OVERHEAD_K - 1),
-      identical: same(many, one),
+      identical: got.flat().every((m) => same(m, ref)),
+      runs: got,
     };
   }
   const load = { before: loadBefore, after: os.loadavg()[0]!, cores: os.cpus().length };
-  const result = { config: 'configs/tiny.yaml', sizes, rows, overhead, load };
+  const result = { config: 'configs/tiny.yaml', sizes, repeats: REPEATS, rows, overhead, load };
   if (values.json) process.stdout.write(JSON.stringify(result, (k, v: unknown) => (k === 'runDir' ? undefined : v), 2) + '\n'); // run folders are removed at exit
   else {
     const o = process.stdout;
-    o.write(`real sample → score (configs/tiny.yaml, SmolLM2-135M): ${sizes.prompts} prompts × N = ${sizes.n}, max_new_tokens ${sizes.maxNewTokens}, batches of ${sizes.batch}; ${load.cores} cores, load ${load.before.toFixed(2)} → ${load.after.toFixed(2)}\n\n`);
-    o.write('| configuration | sample | score | sample + score | speed-up (sample / score / both) | generated tokens | outputs = baseline (sha256) |\n|---|---|---|---|---|---|---|\n');
+    o.write(`real sample → score (configs/tiny.yaml, SmolLM2-135M): ${sizes.prompts} prompts × N = ${sizes.n}, max_new_tokens ${sizes.maxNewTokens}, batches of ${sizes.batch}; ` +
+      `fastest of ${REPEATS} per stage; ${load.cores} cores, load ${load.before.toFixed(2)} → ${load.after.toFixed(2)}\n\n`);
+    o.write('| configuration | sample | score | sample + score | speed-up (sample / score / both) | generated tokens | outputs = baseline (sha256) | every run (sample + score, load at start → end) |\n|---|---|---|---|---|---|---|---|\n');
     for (const r of rows) {
-      o.write(`| ${r.label} | ${r.sampleS.toFixed(1)} s | ${r.scoreS.toFixed(1)} s | ${(r.sampleS + r.scoreS).toFixed(1)} s | ${r.sampleSpeedup.toFixed(2)}× / ${r.scoreSpeedup.toFixed(2)}× / ${r.bothSpeedup.toFixed(2)}× | ${r.generatedTokens} | ${r.baseline ? '(baseline)' : r.identical ? 'identical' : 'DIFFERENT'} |\n`);
+      const each = r.runs.map((m) => `${m.sampleS.toFixed(1)} + ${m.scoreS.toFixed(1)} s (${m.load[0].toFixed(1)} → ${m.load[1].toFixed(1)})`).join('; ');
+      o.write(`| ${r.label} | ${r.sampleS.toFixed(1)} s | ${r.scoreS.toFixed(1)} s | ${(r.sampleS + r.scoreS).toFixed(1)} s | ${r.sampleSpeedup.toFixed(2)}× / ${r.scoreSpeedup.toFixed(2)}× / ${r.bothSpeedup.toFixed(2)}× | ${r.generatedTokens} | ${r.baseline ? (r.identical ? '(baseline; its runs identical)' : 'baseline runs DIFFER') : r.identical ? 'identical' : 'DIFFERENT'} | ${each} |\n`);
     }
     for (const r of rows) {
       for (const [key, d] of Object.entries(r.differences)) {
@@ -231,7 +283,7 @@ try {
     o.write('\n');
     if (overhead) {
       const { sizes: sm, unsharded: a, sharded: b } = overhead;
-      o.write(`\noverhead per shard (${sm.prompts} prompts × N = ${sm.n}, ${sm.maxNewTokens} new tokens, batches of ${sm.batch}; ${overhead.shards} shards one after another on 1 worker vs 1 activity): ` +
+      o.write(`\noverhead per shard (${sm.prompts} prompts × N = ${sm.n}, ${sm.maxNewTokens} new tokens, batches of ${sm.batch}; ${overhead.shards} shards one after another on 1 worker vs 1 activity, fastest of ${REPEATS}): ` +
         `sample ${overhead.perShardSampleS.toFixed(2)} s (${b.sampleS.toFixed(1)} vs ${a.sampleS.toFixed(1)} s), score ${overhead.perShardScoreS.toFixed(2)} s (${b.scoreS.toFixed(1)} vs ${a.scoreS.toFixed(1)} s); outputs ${overhead.identical ? 'identical' : 'DIFFERENT'}\n`);
     }
   }
