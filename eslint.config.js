@@ -16,7 +16,7 @@ const forbiddenInWorkflows = [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.venv/**', '.venv-*/**', '.ratioloop/**', 'runs/**', 'scripts/**', 'bench/**', 'eslint.config.js'] },
+  { ignores: ['node_modules/**', '.venv/**', '.venv-*/**', '.ratioloop/**', 'runs/**', 'scripts/**', 'eslint.config.js'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: { allowDefaultProject: ['bin/*.js'] }, tsconfigRootDir: import.meta.dirname } },
