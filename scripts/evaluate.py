@@ -130,7 +130,8 @@ class Evaluation:
         self.t0 = time.time()
         self.prompt_sets: dict[str, Any] = {}
         self.answer_rows: dict[str, dict[str, Any]] = {}
-        self.answering = Answering(stage, self.p, self.policy_spec, self.baseline_spec)
+        self.answering = Answering(stage, self.p, self.policy_spec, self.baseline_spec,
+                                   plan_batch_size=resolve_params(stage.planned_params)["batch_size"])
 
     def load_sets(self) -> dict[str, Any]:
         return load_sets(self.p, self.data_dir, self.cache_dir, self.baseline_spec is not None)

@@ -230,8 +230,10 @@ def main(stage: Stage) -> None:
     ids = [p.id for p in order]
     shard_batches = (0, 0)
     if shard is not None:
-        # The unsharded plan's batches, a contiguous range of them: each batch as (and seeded as) without shards.
-        every = plan_batches(ids, batch_size)
+        # The unsharded plan's batches, a contiguous range of them: each batch as (and seeded as) without shards. Cut
+        # at the planned batch size, so a shard whose batch an out-of-memory retry halved still takes its own prompts.
+        planned = resolve_params(stage.planned_params, stage.seed, stage.iteration).batch_size
+        every = plan_batches(ids, max(planned, VLLM_CHUNK) if backend_name == "vllm" else planned)
         shard_batches = shard.range(len(every))
         ids = [pid for b in every[shard_batches[0]:shard_batches[1]] for pid in b]
         shard_ids = set(ids)

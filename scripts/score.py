@@ -329,8 +329,9 @@ def main(stage: Stage) -> None:
     selected = list(range(len(rows)))
     shard_groups = (0, 0)
     if shard is not None:
-        # The unsharded run's groups, a contiguous range of them: every group scored as without shards.
-        every = make_groups(selected, rows, p["batch_size"])
+        # The unsharded run's groups, a contiguous range of them: every group scored as without shards. Cut at the
+        # planned batch size, so a shard whose batch an out-of-memory retry halved still takes its own prompts.
+        every = make_groups(selected, rows, resolve_params(stage.planned_params)["batch_size"])
         shard_groups = shard.range(len(every))
         selected = sorted(i for g in every[shard_groups[0]:shard_groups[1]] for i in g)
     mine = [i for k, i in enumerate(selected) if k % world_size == rank]

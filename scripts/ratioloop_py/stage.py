@@ -102,6 +102,12 @@ class Stage:
         return {**params, **halved} if halved else params
 
     @property
+    def planned_params(self) -> dict[str, Any]:
+        """spec.params as planned, no knob halved: what a shard's range is cut from (every shard, halved or not,
+        must cut the stage the same way, or the shards would not cover it exactly once)."""
+        return self.spec.get("params") or {}
+
+    @property
     def seed(self) -> int:
         return int(self.spec.get("seed", 0))
 

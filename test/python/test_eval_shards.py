@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 from conftest import make_spec, model_spec, run_script
 from test_eval_stage import _finals, _params
+from test_shards import halved
 
 from ratioloop_py.shards import MERGE_ENV
 
 
-def _run_sharded(tmp: Path, params: dict, inputs: dict, k: int) -> Path:
-    out = tmp / f"sharded-{k}"
+def _run_sharded(tmp: Path, params: dict, inputs: dict, k: int, halve: dict[int, dict] | None = None) -> Path:
+    out = tmp / f"sharded-{k}{'-halved' if halve else ''}"
     listed = []
     for i in range(k):
         d = out / f"shard-{i:04d}-of-{k:04d}"
-        run_script("evaluate.py", make_spec(tmp, "evaluate", {**params, "shard": {"index": i, "count": k}}, inputs, out=d))
+        spec = make_spec(tmp, "evaluate", {**params, "shard": {"index": i, "count": k}}, inputs, out=d)
+        run_script("evaluate.py", halved(spec, halve[i]) if halve and i in halve else spec)
         man = json.loads((d / "manifest.json").read_text())
         assert [o["name"] for o in man["outputs"]] == ["answers"] and not (d / "summary.json").exists()
         listed.append({"index": i, "count": k, "outputDir": str(d),
@@ -69,6 +71,10 @@ def test_merge_of_other_answers_is_bad_input(tmp_path, tiny_models):
     params = {**_params(tmp_path, tiny_models), "benchmarks": ["arena_hard"]}
     inputs = {"baseline": tiny_models["weak"]}
     many = _run_sharded(tmp_path, params, inputs, 2)
+    # a shard whose batch an out-of-memory retry halved still answers its own questions: the merge judges them all
+    # (2 questions in batches of 2, policy and baseline: 2 units over 3 shards, shard 0 has none; cut from batches
+    # of 1 it would take the policy's first question, which shard 1 answers too)
+    assert (_run_sharded(tmp_path, params, inputs, 3, halve={0: {"batch_size": 1}}) / "summary.json").exists()
     # the same shards, merged for a longer question list: the missing answers are named, nothing is judged
     more = {**params, "limit": {"arena_hard": 3}}
     out = tmp_path / "other"

@@ -58,13 +58,24 @@ def run_inproc(stage: str, spec: Path, env: dict[str, str] | None = None) -> Non
                 os.environ[k] = v
 
 
-def run_sharded(tmp: Path, stage: str, params: dict, inputs: dict[str, Path], k: int, seed: int = 5) -> Path:
-    """K shard specs in folders of their own, then the merge under the unsharded spec; returns the stage folder."""
-    out = tmp / f"{stage}-k{k}"
+def halved(spec: Path, params: dict) -> Path:
+    """The spec as the TS activity writes it after an out-of-memory failure: knobs halved outside the spec hash."""
+    sp = json.loads(spec.read_text())
+    sp["throughput"] = {"params": params, "reason": "test"}
+    spec.write_text(json.dumps(sp))
+    return spec
+
+
+def run_sharded(tmp: Path, stage: str, params: dict, inputs: dict[str, Path], k: int, seed: int = 5,
+                halve: dict[int, dict] | None = None, name: str | None = None) -> Path:
+    """K shard specs in folders of their own, then the merge under the unsharded spec; returns the stage folder.
+    halve: {shard index: knobs} that shard runs with, as after an out-of-memory retry."""
+    out = tmp / (name or f"{stage}-k{k}")
     listed = []
     for i in range(k):
         d = out / f"shard-{i:04d}-of-{k:04d}"
-        run_inproc(stage, make_spec(tmp, stage, {**params, "shard": {"index": i, "count": k}}, inputs, seed=seed, out=d))
+        spec = make_spec(tmp, stage, {**params, "shard": {"index": i, "count": k}}, inputs, seed=seed, out=d)
+        run_inproc(stage, halved(spec, halve[i]) if halve and i in halve else spec)
         outputs = {o["name"]: {"path": o["path"], "sha256": o["sha256"]} for o in manifest(d)["outputs"]}
         listed.append({"index": i, "count": k, "outputDir": str(d), "outputs": outputs})
     (out / "shards.json").write_text(json.dumps({"shards": listed}))
@@ -107,6 +118,24 @@ def test_sharded_sample_and_score_equal_one_run_byte_for_byte(tmp_path, tiny_mod
     s1 = tmp_path / "score-k1"
     run_inproc("score", make_spec(tmp_path, "score", cp, {"samples": samples}, seed=5, out=s1))
     same_output(s1, run_sharded(tmp_path, "score", cp, {"samples": samples}, 3), "score")
+
+
+def test_a_shard_with_a_halved_batch_still_takes_its_own_prompts(tmp_path, tiny_models):
+    # An out-of-memory retry halves one shard's batch_size: its range is still cut from the planned batches, so
+    # the shards cover every prompt once and merge (its own rows come from smaller batches, so differ in content).
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
+    sp = {"max_new_tokens": 4, "temperature": 1.0, "top_p": 1.0, "batch_size": 4, "max_prompt_tokens": 96,
+          "seeds": [1], "backend": "hf", "models": {"policy": model_spec(tiny_models["strong"])}}
+    # 7 prompts in batches of 4: shard 1 of 3 has the first batch; cut from batches of 1 it would have prompts 3-4
+    out = run_sharded(tmp_path, "sample", sp, {"prompts": prompts}, 3, halve={1: {"batch_size": 1}}, name="sample-half")
+    ids = [json.loads(x)["prompt_id"] for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(p["id"] for p in PROMPTS)
+    cp = {"router": {"kind": "label"}, "batch_size": 4, "backend": "hf",
+          "models": {"strong": model_spec(tiny_models["strong"]), "weak": model_spec(tiny_models["weak"])}}
+    scored = run_sharded(tmp_path, "score", cp, {"samples": out / "samples.jsonl"}, 2, halve={0: {"batch_size": 1}},
+                         name="score-half")
+    assert sorted(json.loads(x)["prompt_id"] for x in (scored / "scores.jsonl").read_text().splitlines()) == sorted(ids)
 
 
 def test_shard_ranges_cover_every_unit_once():

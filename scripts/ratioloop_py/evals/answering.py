@@ -36,9 +36,12 @@ def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
 class Answering:
     """The answers of one evaluate stage (attempt): `answer(sets)` once, then what it planned and picked."""
 
-    def __init__(self, stage, p: dict[str, Any], policy_spec: dict[str, Any], baseline_spec: dict[str, Any] | None):
+    def __init__(self, stage, p: dict[str, Any], policy_spec: dict[str, Any], baseline_spec: dict[str, Any] | None,
+                 plan_batch_size: int | None = None):
         self.stage = stage
         self.p = p
+        # A shard's range is cut from the batches as planned, even when an out-of-memory retry halved its own.
+        self.plan_batch_size = int(plan_batch_size or p["batch_size"])
         self.policy_spec = policy_spec
         self.baseline_spec = baseline_spec
         self.partial = stage.partial_dir
@@ -86,27 +89,28 @@ class Answering:
             self.backend_choices, seconds = answer_shards.shard_facts(shards)
             self.stage.metric("answer_seconds", round(seconds, 2))
         else:
-            ranges = None
+            subsets = None
             if shard is not None:
-                ranges, self.shard_units = answer_shards.batch_ranges(self.answer_plan, self.p["batch_size"], shard)
-            results = self._generate(groups, ranges)
+                ranges, self.shard_units = answer_shards.batch_ranges(self.answer_plan, self.plan_batch_size, shard)
+                subsets = {(who, bench): [it for b in plan_batches(items, self.plan_batch_size)[lo:hi] for it in b]
+                           for who, bench, items in self.answer_plan if (who, bench) in ranges
+                           for lo, hi in [ranges[(who, bench)]]}
+            results = self._generate(groups, subsets)
         for bench in baseline_benches if reuse else []:
             results.setdefault("baseline", {})[bench] = results["policy"][bench]
         return results
 
     def _generate(self, groups: list[tuple[str, dict[str, Any], list]],
-                  ranges: dict[tuple[str, str], tuple[int, int]] | None) -> dict[str, Any]:
-        """Answers of each group's model (loaded once, and only when something is left to answer); `ranges`: only
-        those batches of each (who, benchmark), as a shard."""
+                  subsets: dict[tuple[str, str], list[dict[str, Any]]] | None) -> dict[str, Any]:
+        """Answers of each group's model (loaded once, and only when something is left to answer); `subsets`: only
+        those questions of each (who, benchmark), as a shard. (A shard's questions are whole batches of the plan, so
+        answers.plan_batches cuts them into the very same batches again.)"""
         p = self.p
 
-        def count(who: str, bench: str, items: list) -> int:
-            if ranges is None:
-                return len(items)
-            lo, hi = ranges.get((who, bench), (0, 0))
-            return sum(len(b) for b in plan_batches(items, p["batch_size"])[lo:hi])
+        def mine(who: str, bench: str, items: list) -> list:
+            return items if subsets is None else subsets.get((who, bench), [])
 
-        total = sum(count(who, b, items) for who, _, jobs in groups for b, items in jobs)
+        total = sum(len(mine(who, b, items)) for who, _, jobs in groups for b, items in jobs)
         results: dict[str, Any] = {"policy": {}, "baseline": {}}
         done = 0
         for who, spec, job_list in groups:
@@ -128,18 +132,17 @@ class Answering:
                 return holder["m"]
 
             for bench, items in job_list:
-                if ranges is not None and (who, bench) not in ranges:
+                if subsets is not None and (who, bench) not in subsets:
                     continue
                 current["limit"] = gen_limit(p, bench)
                 if "m" in holder:
                     holder["m"].max_new_tokens = current["limit"]
                 base = done
                 results[who][bench] = answer_all(
-                    factory, items, self.partial / f"{who}_answers_{bench}.jsonl", batch_size=p["batch_size"],
-                    tag=f"{who}:{bench}", tstamp=self._answers_tstamp(),
-                    batches=None if ranges is None else ranges[(who, bench)],
+                    factory, mine(who, bench, items), self.partial / f"{who}_answers_{bench}.jsonl",
+                    batch_size=p["batch_size"], tag=f"{who}:{bench}", tstamp=self._answers_tstamp(),
                     on_progress=lambda d, _t, b=base: self.stage.progress(b + d, total, "answers"))
-                done = base + count(who, bench, items)
+                done = base + len(mine(who, bench, items))
             if "m" in holder:
                 holder["m"].close()
         self.stage.progress(total, total, "answers")

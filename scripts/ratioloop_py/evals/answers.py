@@ -113,20 +113,16 @@ def plan_batches(items: list[dict[str, Any]], batch_size: int) -> list[list[dict
 
 def answer_all(model_factory: Callable[[], AnswerModel], items: list[dict[str, Any]], partial: Path, *,
                batch_size: int, tag: str, on_progress: Callable[[int, int], None] | None = None,
-               tstamp: float | None = None, batches: tuple[int, int] | None = None) -> dict[str, dict[str, Any]]:
+               tstamp: float | None = None) -> dict[str, dict[str, Any]]:
     """Answer every item {id, turns: [user texts], temperature}; rows {id, turns, finish_reasons, n_tokens,
     token_lens, tstamp} (token_lens: the answer texts re-counted by the model's tokenizer; tstamp: the given time,
     e.g. when the stage began answering, so that a resumed run writes the same files; else when the row was answered).
 
     Multi-turn items are answered turn by turn, each turn seeing the model's own earlier answers. The factory is
     only called when something is left to answer; the caller owns (and closes) the model.
-    `batches` = (lo, hi): only those batches of the plan (a shard's range); the rows of their items are returned.
     """
     done = {str(r["id"]): r for r in read_partial_jsonl(partial) if "id" in r}
     plan = plan_batches(items, max(1, int(batch_size)))
-    if batches is not None:
-        plan = plan[batches[0]:batches[1]]
-        items = [it for b in plan for it in b]
     total = len(items)
     model: AnswerModel | None = None
     with JsonlAppender(partial) as app:
