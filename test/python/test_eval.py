@@ -199,7 +199,8 @@ def test_stage_reads_gamed_param(tmp_path):
                   "alpaca_eval": {"gamed": gamed, "reference_outputs": str(data.MINI_DIR / "alpaca_eval/reference_outputs.json")},
                   "models": {"judge": {"endpoint": {"base_url": "http://127.0.0.1:9", "model": "j"}}}}
         stage = types.SimpleNamespace(params=params, output_dir=tmp_path / "out", partial_dir=tmp_path / "out/partial",
-                                      spec={"inputs": {}}, iteration=1, model_spec=lambda name: {"path": "policy"})
+                                      spec={"inputs": {}}, iteration=1, model_spec=lambda name: {"path": "policy"},
+                                      planned_params=params)
         return evaluate.Evaluation(stage).load_sets()["alpaca_eval"]
 
     s = evaluation(str(fixture / "alpaca_eval/df_gamed.csv"))
