@@ -87,16 +87,13 @@ def test_merge_of_other_answers_is_bad_input(tmp_path, tiny_models):
 
 @pytest.mark.parametrize("k", [1, 20])
 def test_shard_ranges_cover_the_plan_once(k):
-    from ratioloop_py.evals.answer_shards import batch_ranges
-    from ratioloop_py.evals.answers import plan_batches
+    from ratioloop_py.evals.answer_shards import shard_questions
     from ratioloop_py.shards import Shard
 
     items = [{"id": f"q{i}", "turns": ["x"], "temperature": (0.0, 0.7)[i % 2]} for i in range(9)]
     jobs = [("policy", "a", items), ("policy", "b", items[:3]), ("baseline", "a", items)]
     seen = []
     for i in range(k):
-        ranges, _ = batch_ranges(jobs, 2, Shard(i, k))
-        for (who, bench), (lo, hi) in ranges.items():
-            plan = plan_batches(dict((j[1], j[2]) for j in jobs if j[0] == who)[bench], 2)
-            seen.extend((who, bench, it["id"]) for b in plan[lo:hi] for it in b)
+        mine, _ = shard_questions(jobs, 2, Shard(i, k))
+        seen.extend((who, bench, it["id"]) for (who, bench), items in mine.items() for it in items)
     assert sorted(seen) == sorted((w, b, it["id"]) for w, b, its in jobs for it in its)

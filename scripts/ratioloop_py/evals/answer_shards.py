@@ -27,15 +27,14 @@ Results = dict[str, dict[str, dict[str, dict[str, Any]]]]  # who â†’ benchmark â
 OUTPUT = "answers"
 
 
-def batch_ranges(jobs: list[Job], batch_size: int, shard: Shard) -> tuple[dict[tuple[str, str], tuple[int, int]], tuple[int, int]]:
-    """The shard's batches per (who, benchmark) as [lo, hi) of that job's plan, and its range of all units."""
-    units = [(who, bench, i) for who, bench, items in jobs for i in range(len(plan_batches(items, batch_size)))]
+def shard_questions(jobs: list[Job], batch_size: int, shard: Shard) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], tuple[int, int]]:
+    """The shard's questions per (who, benchmark): whole batches of that job's plan, and its range of all units."""
+    units = [(who, bench, batch) for who, bench, items in jobs for batch in plan_batches(items, batch_size)]
     lo, hi = shard.range(len(units))
-    ranges: dict[tuple[str, str], tuple[int, int]] = {}
-    for who, bench, i in units[lo:hi]:
-        a, b = ranges.get((who, bench), (i, i))
-        ranges[(who, bench)] = (min(a, i), max(b, i + 1))
-    return ranges, (lo, hi)
+    mine: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for who, bench, batch in units[lo:hi]:
+        mine.setdefault((who, bench), []).extend(batch)
+    return mine, (lo, hi)
 
 
 def write_shard_answers(path: Path, results: Results, jobs: list[Job]) -> int:
@@ -77,8 +76,8 @@ def shard_facts(shards: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
     choices: dict[str, Any] = {}
     seconds = 0.0
     for s in shards:
-        ev = shard_manifest(s).get("evaluate") or {}
-        for who, c in (ev.get("backend_choice") or {}).items():
+        m = shard_manifest(s)
+        for who, c in ((m.get("evaluate") or {}).get("backend_choice") or {}).items():
             choices.setdefault(who, c)
-        seconds = max(seconds, float((shard_manifest(s).get("metrics") or {}).get("answer_seconds") or 0.0))
+        seconds = max(seconds, float((m.get("metrics") or {}).get("answer_seconds") or 0.0))
     return dict(sorted(choices.items(), key=lambda kv: kv[0] != "policy")), seconds

@@ -11,7 +11,7 @@ from typing import Any
 from ..io import atomic_write_text
 from ..shards import Shard
 from . import answer_shards, mt_bench
-from .answers import AnswerModel, answer_all, plan_batches
+from .answers import AnswerModel, answer_all
 
 # Answer length limits of the official generation scripts (arena-hard-auto gen_answer_config max_tokens, FastChat
 # gen_model_answer --max-new-token); AlpacaEval has none of its own: each model answers up to its own limit (None).
@@ -91,10 +91,7 @@ class Answering:
         else:
             subsets = None
             if shard is not None:
-                ranges, self.shard_units = answer_shards.batch_ranges(self.answer_plan, self.plan_batch_size, shard)
-                subsets = {(who, bench): [it for b in plan_batches(items, self.plan_batch_size)[lo:hi] for it in b]
-                           for who, bench, items in self.answer_plan if (who, bench) in ranges
-                           for lo, hi in [ranges[(who, bench)]]}
+                subsets, self.shard_units = answer_shards.shard_questions(self.answer_plan, self.plan_batch_size, shard)
             results = self._generate(groups, subsets)
         for bench in baseline_benches if reuse else []:
             results.setdefault("baseline", {})[bench] = results["policy"][bench]
